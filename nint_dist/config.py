@@ -1,0 +1,224 @@
+"""Typed configuration: one dataclass per component, merged by omegaconf from a YAML file and
+``key=value`` overrides, validated before any work starts. User mistakes raise ``ConfigError``
+with one line that names the key."""
+
+import datetime
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from nint_dist.schedules import INTERVALS, RATIO_SCHEDULES
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration or the command line (one line, exit status 2)."""
+
+
+def _now(fmt: str = "%Y%m%d-%H%M%S") -> str:
+    return datetime.datetime.now().strftime(fmt)
+
+
+if not OmegaConf.has_resolver("now"):
+    _register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
+    _register("now", _now)
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    """An image file (PNG/JPEG; ingested into the run directory) or a signal ``.zarr`` store."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "siren"
+    """One of the model registry's names: siren, ffn."""
+    layers: int = 6
+    """Number of linear layers, the head included (the reference SIREN has 6: 5 sine + head)."""
+    width: int = 256
+    """Hidden width."""
+    w0: float = 30.0
+    """SIREN frequency of the hidden sine layers."""
+    w0_initial: float = 30.0
+    """SIREN frequency of the first sine layer."""
+    ff_features: int = 256
+    """Fourier-feature MLP: number of random frequencies."""
+    ff_scale: float = 10.0
+    """Fourier-feature MLP: standard deviation of the frequencies."""
+
+    def __post_init__(self):
+        from nint_dist.models import MODELS
+
+        if self.name not in MODELS:
+            raise ValueError(f"model.name must be one of {sorted(MODELS)}, not {self.name!r}")
+        if self.layers < 2 or self.width < 1:
+            raise ValueError("model.layers must be at least 2 and model.width at least 1")
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "nint-paper"
+    """One of the sampler registry's names: full, uniform, nint-paper."""
+    ratio: float = 0.2
+    """Fraction of all coordinates trained on per step (the start value of a schedule)."""
+    ratio_schedule: str = "constant"
+    """constant, linear or step (see nint_dist.schedules)."""
+    interval: str = "dense"
+    """When to re-select: dense, dense2, incremental or decremental."""
+    chunk: int = 65536
+    """Coordinates per chunk in every scoring pass: bounds scoring memory."""
+    random_share: float = 0.7
+    """nint-paper: share of uniform random picks."""
+    ntk_share: float = 0.3
+    """nint-paper: initial NTK share before decay."""
+    ntk_decay: float = 1.0
+    """nint-paper: decay rate lambda of the NTK share."""
+    ntk_period: int = 10
+    """nint-paper: re-selections between NTK refreshes (alpha)."""
+    ntk_cutoff: float = 1e-3
+    """nint-paper: NTK scoring stops for good once the share falls below this."""
+    ntk_share_rule: str = "code"
+    """nint-paper: 'code' (the reference code's floor-division precedence) or 'paper'."""
+
+    def __post_init__(self):
+        from nint_dist.samplers import SAMPLERS
+
+        if self.name not in SAMPLERS:
+            raise ValueError(f"sampler.name must be one of {sorted(SAMPLERS)}, not {self.name!r}")
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"sampler.ratio must be in (0, 1], not {self.ratio}")
+        if self.ratio_schedule not in RATIO_SCHEDULES:
+            raise ValueError(f"sampler.ratio_schedule must be one of {RATIO_SCHEDULES}")
+        if self.interval not in INTERVALS:
+            raise ValueError(f"sampler.interval must be one of {INTERVALS}")
+        if self.chunk < 1 or self.ntk_period < 1:
+            raise ValueError("sampler.chunk and sampler.ntk_period must be positive")
+        if not 0.0 <= self.random_share <= 1.0 or not 0.0 <= self.ntk_share <= 1.0:
+            raise ValueError("sampler.random_share and sampler.ntk_share must be in [0, 1]")
+        if self.ntk_share_rule not in ("code", "paper"):
+            raise ValueError("sampler.ntk_share_rule must be 'code' or 'paper'")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    """Optimizer steps."""
+    max_seconds: float | None = None
+    """Budget on the training clock (evaluation excluded); stops at whichever limit comes first."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    seed: int = 42
+    """Seeds the model's initialisation and every random pick."""
+    workers: int = 1
+    """Ray Train workers, one per GPU (or per CPU slot)."""
+    device: str = "auto"
+    """auto (GPUs when the cluster has them), cpu or cuda."""
+    dtype: str = "float32"
+    """float32 or float64 (exactness tests)."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints; 0 writes one at the end only."""
+    collective_timeout_s: float = 600.0
+    """Longest wait of any collective before the run fails."""
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"train.steps must be at least 1, not {self.steps}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError("train.max_seconds must be positive (or null for no budget)")
+        if self.lr <= 0:
+            raise ValueError("train.lr must be positive")
+        if self.workers < 1:
+            raise ValueError("train.workers must be at least 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError("train.device must be auto, cpu or cuda")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError("train.dtype must be float32 or float64")
+        if self.checkpoint_every < 0 or self.collective_timeout_s <= 0:
+            raise ValueError("train.checkpoint_every must be >= 0 and train.collective_timeout_s > 0")
+
+
+@dataclass
+class LogConfig:
+    every: int = 25
+    """Steps between evaluations (PSNR over the whole signal; off the training clock)."""
+    save_selection: bool = False
+    """Write selection/step_NNNNNN.npy with the global indices trained on at each step."""
+    tensorboard: bool = True
+    """Write TensorBoard event files into run.dir."""
+    progress: bool = True
+    """Show a progress bar on the driver."""
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise ValueError("log.every must be at least 1")
+
+
+@dataclass
+class RunSection:
+    dir: str = "runs/run"
+    """Output directory; must not already hold a run."""
+    backend: str = "ray"
+    """ray (Ray Train workers) or local (this process, one worker, Ray not needed)."""
+
+    def __post_init__(self):
+        if self.backend not in ("ray", "local"):
+            raise ValueError("run.backend must be ray or local")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self):
+        if self.run.backend == "local" and self.train.workers != 1:
+            raise ValueError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_config(path: str | Path | None, overrides: list[str]) -> Config:
+    """YAML file + ``key=value`` overrides → a validated Config, or ConfigError."""
+    schema = OmegaConf.structured(Config)
+    try:
+        layers = [schema]
+        if path is not None:
+            if not Path(path).is_file():
+                raise ConfigError(f"config file not found: {path}")
+            layers.append(OmegaConf.load(path))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        OmegaConf.resolve(merged)
+        cfg = OmegaConf.to_object(merged)
+    except ConfigKeyError as e:
+        raise ConfigError(f"unknown config key '{e.full_key or e.key}'") from None
+    except ValidationError as e:
+        raise ConfigError(f"config key '{e.full_key}': {str(e).splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(str(e).splitlines()[0]) from None
+    if not cfg.data.path:
+        raise ConfigError("data.path is required: an image file or a .zarr signal")
+    return cfg
+
+
+def from_dict(values: dict) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` (what workers receive)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), values))
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,194 @@
+"""``python -m nint_dist.launch CONFIG [key=value …]``: validate, prepare the run directory,
+then fit with Ray Train's TorchTrainer (or in this process with ``run.backend=local``).
+
+With no ``RAY_ADDRESS`` a local Ray instance is started; under
+``ray job submit -- python -m nint_dist.launch …`` the job's cluster is used unchanged.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from nint_dist.config import Config, load_config, to_yaml
+from nint_dist.errors import UserError, run_cli
+from nint_dist.ingest import load_source, write_signal
+from nint_dist.signal import open_signal, shard_rows
+
+
+def resolve_signal(cfg: Config):
+    """Check the data before anything is written. Returns (in-memory array or None, spec)."""
+    path = Path(cfg.data.path)
+    if path.suffix == ".zarr" or path.is_dir():
+        if not path.exists():
+            raise UserError(f"data.path not found: {path}")
+        try:
+            _, spec = open_signal(path)
+        except (OSError, KeyError, ValueError) as e:
+            raise UserError(f"data.path {path} is not a readable signal store ({str(e).splitlines()[0]})") from None
+        return None, spec
+    array, spec = load_source(path)
+    return array, spec
+
+
+def prepare_run_dir(cfg: Config) -> Path:
+    run_dir = Path(cfg.run.dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"run directory {run_dir} already holds files; choose another run.dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+    return run_dir
+
+
+def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int:
+    cfg = load_config(config_path, overrides)
+    array, spec = resolve_signal(cfg)
+    shard_rows(spec, cfg.train.workers, 0)  # raises if the signal cannot be split this way
+    run_dir = prepare_run_dir(cfg)
+    cfg.run.dir = str(run_dir.resolve())
+    if array is not None:
+        write_signal(array, spec, run_dir / "signal.zarr")
+        cfg.data.path = str(run_dir / "signal.zarr")
+    else:
+        cfg.data.path = str(Path(cfg.data.path).resolve())
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+
+    with Progress(run_dir, cfg.train.steps, enabled=cfg.log.progress):
+        if cfg.run.backend == "local":
+            run_local(cfg)
+        else:
+            run_on_ray(cfg, verbose)
+    print_summary(run_dir)
+    return 0
+
+
+def run_local(cfg: Config) -> None:
+    import torch
+
+    from nint_dist.worker import Runtime, run
+
+    device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if cfg.train.device == "cuda" and device.type != "cuda":
+        raise UserError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
+    run(cfg, Runtime(0, 1, device))
+
+
+def run_on_ray(cfg: Config, verbose: bool) -> None:
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from nint_dist.worker import train_worker
+
+    workers = cfg.train.workers
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        extra = {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
+        try:
+            ray.init(address=address, logging_level=logging.INFO if verbose else logging.WARNING,
+                     log_to_driver=verbose, **extra)
+        except ConnectionError as e:
+            raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and gpus >= workers)
+    if use_gpu and gpus < workers:
+        raise UserError(f"train.device=cuda needs {workers} GPUs but the Ray cluster has {int(gpus)}")
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=cfg.to_dict(),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo",
+                                 timeout_s=int(cfg.train.collective_timeout_s)),
+        run_config=RunConfig(name="ray_train", storage_path=str(Path(cfg.run.dir) / "ray"),
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    try:
+        trainer.fit()
+    except Exception as e:  # Ray wraps the worker's exception; show the root cause in one line
+        raise RuntimeError(f"training failed: {_root_cause(e)}") from e
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e).strip().splitlines()
+    return text[-1] if text else type(e).__name__
+
+
+class Progress:
+    """A progress bar on the driver, fed by the metrics.jsonl that worker 0 appends to."""
+
+    def __init__(self, run_dir: Path, total_steps: int, enabled: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        self.total = total_steps
+        self.enabled = enabled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.enabled:
+            self._thread.join(timeout=5)
+
+    def _follow(self) -> None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total, unit="step", dynamic_ncols=True, file=sys.stderr)
+        offset = 0
+        while True:
+            stopping = self._stop.wait(0.5)
+            if self.path.exists():
+                with open(self.path) as f:
+                    f.seek(offset)
+                    for line in f.readlines():
+                        if not line.endswith("\n"):
+                            break
+                        offset += len(line)
+                        row = json.loads(line)
+                        bar.update(row["step"] - bar.n)
+                        bar.set_postfix(psnr=f"{row['psnr']:.2f}", loss=f"{row['loss']:.2e}")
+            if stopping:
+                break
+        bar.close()
+
+
+def print_summary(run_dir: Path) -> None:
+    final = json.loads((run_dir / "final.json").read_text())
+    lines = [
+        f"done: {final['steps']} steps in {final['train_seconds']:.1f} s of training, PSNR {final['psnr']:.2f} dB",
+        f"run directory:   {run_dir}",
+    ]
+    if (run_dir / "reconstruction.png").exists():
+        lines.append(f"reconstruction:  {run_dir / 'reconstruction.png'}")
+    lines.append(f"metrics:         {run_dir / 'metrics.jsonl'}")
+    if (run_dir / "tensorboard").exists():
+        lines.append(f"TensorBoard:     tensorboard --logdir {run_dir / 'tensorboard'}")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nint_dist.launch", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="YAML config file (e.g. configs/quickstart.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=500")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
+    args = parser.parse_args(argv)
+    started = time.time()
+    code = run_cli(lambda: launch(args.config, args.overrides, args.verbose))
+    del started
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

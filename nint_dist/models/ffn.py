@@ -1,0 +1,30 @@
+"""Fourier-feature MLP (Tancik et al., 2020): random Fourier features, then a ReLU MLP."""
+
+import math
+
+import torch
+from torch import nn
+
+
+class FourierFeatureMLP(nn.Module):
+    """gamma(x) = [sin(2 pi B x), cos(2 pi B x)] with B ~ N(0, scale^2) of shape [features, D],
+    fixed at construction (a buffer, drawn from torch's global generator), followed by
+    ``layers`` linear layers with ReLU between them. Maps [N, D] to [N, C]."""
+
+    def __init__(self, in_dim: int, out_dim: int, layers: int = 4, width: int = 256,
+                 features: int = 256, scale: float = 10.0):
+        super().__init__()
+        if layers < 1:
+            raise ValueError("a Fourier-feature MLP needs at least 1 layer")
+        self.register_buffer("frequencies", torch.randn(features, in_dim) * scale)
+        dims = [2 * features] + [width] * (layers - 1) + [out_dim]
+        modules: list[nn.Module] = []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            modules.append(nn.Linear(d_in, d_out))
+            if i < layers - 1:
+                modules.append(nn.ReLU())
+        self.net = nn.Sequential(*modules)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        projected = 2 * math.pi * coords @ self.frequencies.to(coords.dtype).T
+        return self.net(torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1))

@@ -1,0 +1,44 @@
+"""SIREN (Sitzmann et al., 2020) with the reference code's initialisation."""
+
+import math
+
+import torch
+from torch import nn
+
+
+class Sine(nn.Module):
+    def __init__(self, w0: float):
+        super().__init__()
+        self.w0 = w0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.w0 * x)
+
+
+class Siren(nn.Module):
+    """``layers`` linear layers: layers − 1 sine layers of ``width`` and a linear head.
+
+    Init as in the reference code: the first layer U(±1/d_in), every later layer (the head too)
+    U(±sqrt(6/d_in)/w0); biases drawn from the same interval as their weights.
+    Maps coordinates [N, D] to values [N, C].
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, layers: int = 6, width: int = 256,
+                 w0: float = 30.0, w0_initial: float = 30.0):
+        super().__init__()
+        if layers < 2:
+            raise ValueError("a SIREN needs at least 2 layers (one sine layer and the head)")
+        dims = [in_dim] + [width] * (layers - 1) + [out_dim]
+        modules: list[nn.Module] = []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            linear = nn.Linear(d_in, d_out)
+            bound = 1.0 / d_in if i == 0 else math.sqrt(6.0 / d_in) / w0
+            nn.init.uniform_(linear.weight, -bound, bound)
+            nn.init.uniform_(linear.bias, -bound, bound)
+            modules.append(linear)
+            if i < layers - 1:
+                modules.append(Sine(w0_initial if i == 0 else w0))
+        self.net = nn.Sequential(*modules)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.net(coords)

@@ -1,0 +1,73 @@
+"""``nint-paper``: NINT exactly as the reference code runs it (``reference/paper.md`` §1.4).
+
+Per re-selection (call counter c, starting at 1):
+- at c = 1 and whenever c % period == 0 the NTK share is recomputed; with the reference
+  code's operator precedence it is ``ntk_share · exp(floor(−decay · c / period))``
+  (``ntk_share_rule="code"``; ``"paper"`` gives ``ntk_share · exp(−decay · c / period)``).
+  If the share is at least ``ntk_cutoff`` the NTK scores are recomputed and the top
+  int(n · share) kept; below it scoring stops and the first int(n · share) cached picks remain;
+- between refreshes the cached NTK picks are reused unchanged;
+- residual part: top int(n · (1 − share_ntk − random_share)) of Σ_c |r| among the rest;
+- random part: the remainder, uniform among the rest.
+"""
+
+import math
+
+import torch
+
+from nint_dist.samplers.base import Sampler, Selection, SelectionContext
+from nint_dist.schedules import num_selected, ratio_at, reselect_at
+
+
+def ntk_share_at(call: int, cfg) -> float:
+    """NTK share at re-selection number ``call`` (from 1)."""
+    if cfg.ntk_share_rule == "code":
+        exponent = math.floor(-cfg.ntk_decay * call / cfg.ntk_period)  # Python's (-λ·c) // α
+    else:
+        exponent = -cfg.ntk_decay * call / cfg.ntk_period
+    return cfg.ntk_share * math.exp(exponent)
+
+
+class NintPaper(Sampler):
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.calls = 0
+        self.ntk_share = 0.0
+        self.ntk_cache = torch.empty(0, dtype=torch.int64)
+        self.last: Selection | None = None
+
+    def select(self, ctx: SelectionContext, step: int) -> Selection:
+        cfg = self.cfg
+        if self.last is not None and not reselect_at(cfg.interval, step, ctx.total_steps):
+            return self.last
+        self.calls += 1
+        count = num_selected(ratio_at(cfg.ratio_schedule, cfg.ratio, step, ctx.total_steps), ctx.num_points)
+        if self.calls == 1 or self.calls % cfg.ntk_period == 0:
+            self.ntk_share = ntk_share_at(self.calls, cfg)
+            num_ntk = int(count * self.ntk_share)
+            if self.ntk_share >= cfg.ntk_cutoff:
+                self.ntk_cache = ctx.global_topk(ctx.ntk_scores(), num_ntk)
+            else:
+                self.ntk_cache = self.ntk_cache[:num_ntk]
+        ntk = self.ntk_cache[:count]
+        residual_share = max(0.0, 1.0 - self.ntk_share - cfg.random_share)
+        num_residual = min(int(count * residual_share), count - ntk.numel())
+        residual = ctx.global_topk(ctx.residual_l1(), num_residual, exclude=ntk)
+        taken = torch.cat([ntk, residual])
+        random = ctx.random_picks(count - taken.numel(), taken, step)
+        self.last = Selection.from_parts(ntk=ntk, residual=residual, random=random)
+        return self.last
+
+    def state_dict(self) -> dict:
+        return {
+            "calls": self.calls,
+            "ntk_share": self.ntk_share,
+            "ntk_cache": self.ntk_cache,
+            "last": None if self.last is None else self.last.indices,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = int(state["calls"])
+        self.ntk_share = float(state["ntk_share"])
+        self.ntk_cache = state["ntk_cache"]
+        self.last = None if state.get("last") is None else Selection(state["last"])

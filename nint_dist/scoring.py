@@ -1,0 +1,88 @@
+"""Residuals and NTK scores over a block of coordinates, in chunks so that memory is set by the
+chunk size and not by the number of coordinates. Pure tensor functions: the all-reduce that
+turns a shard's ``J_wᵀ r_w`` into the global ``v`` happens in the caller.
+
+NTK score of coordinate i (design §2): s_i = ‖(J Jᵀ r)_i‖² summed over channels, computed as
+v = Jᵀ r (a VJP, accumulated chunk by chunk) and w = J v (a JVP per chunk); K = J Jᵀ is never
+formed.
+
+Legend: n coordinates in the block, m in a chunk, D coordinate dims, C channels.
+``coords_of(lo, hi)`` returns coordinates [m, D] and ``targets_of(lo, hi)`` targets [m, C] of
+the block's entries lo..hi-1.
+"""
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vjp
+
+RangeFn = Callable[[int, int], torch.Tensor]
+Params = dict[str, torch.Tensor]
+
+
+def chunk_bounds(n: int, chunk: int) -> Iterator[tuple[int, int]]:
+    for lo in range(0, n, chunk):
+        yield lo, min(lo + chunk, n)
+
+
+def detached_params(model: nn.Module) -> Params:
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def _as_function(model: nn.Module, coords: torch.Tensor) -> Callable[[Params], torch.Tensor]:
+    buffers = dict(model.named_buffers())
+    return lambda params: functional_call(model, {**params, **buffers}, (coords,))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+    """f(x) for the block, [n, C]."""
+    return torch.cat([model(coords_of(lo, hi)) for lo, hi in chunk_bounds(n, chunk)])
+
+
+@torch.no_grad()
+def residual_l1(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+    """Σ_c |f(x_i) − y_i| for the block, [n] (the error criterion of INT and NINT)."""
+    parts = [
+        (model(coords_of(lo, hi)) - targets_of(lo, hi)).abs().sum(dim=-1)
+        for lo, hi in chunk_bounds(n, chunk)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+@torch.no_grad()
+def squared_error_sum(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+    """Σ_i Σ_c (f(x_i) − y_i)² over the block, a float64 scalar."""
+    total = torch.zeros((), dtype=torch.float64)
+    for lo, hi in chunk_bounds(n, chunk):
+        err = model(coords_of(lo, hi)) - targets_of(lo, hi)
+        total += err.double().pow(2).sum().cpu()
+    return total
+
+
+def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int) -> Params:
+    """v_block = J_blockᵀ r_block with r = f(x) − y (detached), accumulated over chunks.
+
+    Returns a parameter-shaped dict. Summing it over all blocks of the signal gives the global
+    v = Jᵀ r exactly.
+    """
+    params = detached_params(model)
+    total = {name: torch.zeros_like(p) for name, p in params.items()}
+    for lo, hi in chunk_bounds(n, chunk):
+        out, pullback = vjp(_as_function(model, coords_of(lo, hi)), params)
+        (grads,) = pullback((out - targets_of(lo, hi)).detach())
+        for name, g in grads.items():
+            total[name] += g
+    return total
+
+
+def ntk_scores(model: nn.Module, v: Params, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+    """s_i = Σ_c (J v)_ic² for the block, [n], with v the global Jᵀ r."""
+    params = detached_params(model)
+    parts = []
+    for lo, hi in chunk_bounds(n, chunk):
+        with torch.no_grad():
+            _, tangent = jvp(_as_function(model, coords_of(lo, hi)), (params,), (v,))
+        parts.append(tangent.pow(2).sum(dim=-1))
+    return torch.cat(parts) if parts else torch.empty(0)

@@ -30,7 +30,7 @@ class Comm:
         dist.all_reduce(flat)
         offset = 0
         for t in tensors:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
 
     def all_reduce_max(self, value: float) -> float:
@@ -48,7 +48,9 @@ class Comm:
         if not self.distributed:
             return padded.unsqueeze(0)
         out = torch.empty((self.world_size, length), dtype=tensor.dtype, device=tensor.device)
-        dist.all_gather_into_tensor(out, padded) if out.is_cuda else dist.all_gather(list(out.unbind(0)), padded)
+        dist.all_gather_into_tensor(out, padded) if out.is_cuda else dist.all_gather(
+            list(out.unbind(0)), padded
+        )
         return out
 
     def all_to_all(self, send: torch.Tensor, send_counts: list[int], recv_counts: list[int]) -> torch.Tensor:

@@ -38,7 +38,9 @@ def read_image(path: Path) -> np.ndarray:
                 img = img.convert("L")
             arr = np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise UserError(f"{path} is not a readable image ({str(e).splitlines()[0] or type(e).__name__})") from None
+        raise UserError(
+            f"{path} is not a readable image ({str(e).splitlines()[0] or type(e).__name__})"
+        ) from None
     if arr.ndim == 2:
         arr = arr[..., None]
     return arr
@@ -119,12 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nint_dist.ingest", description=__doc__.splitlines()[0])
     parser.add_argument("input", help="image file (PNG/JPEG)")
     parser.add_argument("output", help="output .zarr path (must not exist)")
-    parser.add_argument("--chunk-rows", type=int, default=None, help="rows per chunk (default: ~1 MiB chunks)")
+    parser.add_argument(
+        "--chunk-rows", type=int, default=None, help="rows per chunk (default: ~1 MiB chunks)"
+    )
     args = parser.parse_args(argv)
 
     def body() -> int:
         spec = ingest(args.input, args.output, args.chunk_rows)
-        print(f"wrote {args.output}: grid {spec.grid}, {spec.channels} channels, chunk rows {spec.chunk_rows}")
+        print(
+            f"wrote {args.output}: grid {spec.grid}, {spec.channels} channels, chunk rows {spec.chunk_rows}"
+        )
         return 0
 
     return run_cli(body)

@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 from nint_dist.config import Config, load_config, to_yaml
@@ -29,7 +28,9 @@ def resolve_signal(cfg: Config):
         try:
             _, spec = open_signal(path)
         except (OSError, KeyError, ValueError) as e:
-            raise UserError(f"data.path {path} is not a readable signal store ({str(e).splitlines()[0]})") from None
+            raise UserError(
+                f"data.path {path} is not a readable signal store ({str(e).splitlines()[0]})"
+            ) from None
         return None, spec
     array, spec = load_source(path)
     return array, spec
@@ -89,10 +90,16 @@ def run_on_ray(cfg: Config, verbose: bool) -> None:
     workers = cfg.train.workers
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
-        extra = {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
+        extra = (
+            {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
+        )
         try:
-            ray.init(address=address, logging_level=logging.INFO if verbose else logging.WARNING,
-                     log_to_driver=verbose, **extra)
+            ray.init(
+                address=address,
+                logging_level=logging.INFO if verbose else logging.WARNING,
+                log_to_driver=verbose,
+                **extra,
+            )
         except ConnectionError as e:
             raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -102,12 +109,17 @@ def run_on_ray(cfg: Config, verbose: bool) -> None:
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=cfg.to_dict(),
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo",
-                                 timeout_s=int(cfg.train.collective_timeout_s)),
-        run_config=RunConfig(name="ray_train", storage_path=str(Path(cfg.run.dir) / "ray"),
-                             failure_config=FailureConfig(max_failures=0)),
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker=None if use_gpu else {"CPU": 1}
+        ),
+        torch_config=TorchConfig(
+            backend="nccl" if use_gpu else "gloo", timeout_s=int(cfg.train.collective_timeout_s)
+        ),
+        run_config=RunConfig(
+            name="ray_train",
+            storage_path=str(Path(cfg.run.dir) / "ray"),
+            failure_config=FailureConfig(max_failures=0),
+        ),
     )
     try:
         trainer.fit()
@@ -167,7 +179,8 @@ class Progress:
 def print_summary(run_dir: Path) -> None:
     final = json.loads((run_dir / "final.json").read_text())
     lines = [
-        f"done: {final['steps']} steps in {final['train_seconds']:.1f} s of training, PSNR {final['psnr']:.2f} dB",
+        f"done: {final['steps']} steps, {final['train_seconds']:.1f} s of training, "
+        f"PSNR {final['psnr']:.2f} dB",
         f"run directory:   {run_dir}",
     ]
     if (run_dir / "reconstruction.png").exists():
@@ -184,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=500")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
     args = parser.parse_args(argv)
-    started = time.time()
-    code = run_cli(lambda: launch(args.config, args.overrides, args.verbose))
-    del started
-    return code
+    return run_cli(lambda: launch(args.config, args.overrides, args.verbose))
 
 
 if __name__ == "__main__":

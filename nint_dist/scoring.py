@@ -42,17 +42,20 @@ def predict(model: nn.Module, coords_of: RangeFn, n: int, chunk: int) -> torch.T
 
 
 @torch.no_grad()
-def residual_l1(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+def residual_l1(
+    model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int
+) -> torch.Tensor:
     """Σ_c |f(x_i) − y_i| for the block, [n] (the error criterion of INT and NINT)."""
     parts = [
-        (model(coords_of(lo, hi)) - targets_of(lo, hi)).abs().sum(dim=-1)
-        for lo, hi in chunk_bounds(n, chunk)
+        (model(coords_of(lo, hi)) - targets_of(lo, hi)).abs().sum(dim=-1) for lo, hi in chunk_bounds(n, chunk)
     ]
     return torch.cat(parts) if parts else torch.empty(0)
 
 
 @torch.no_grad()
-def squared_error_sum(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+def squared_error_sum(
+    model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int
+) -> torch.Tensor:
     """Σ_i Σ_c (f(x_i) − y_i)² over the block, a float64 scalar."""
     total = torch.zeros((), dtype=torch.float64)
     for lo, hi in chunk_bounds(n, chunk):

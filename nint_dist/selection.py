@@ -95,7 +95,9 @@ def balanced_bounds(num_selected: int, world_size: int, rank: int) -> tuple[int,
     return start, start + base + (1 if rank < extra else 0)
 
 
-def ddp_scaled_loss(prediction: torch.Tensor, target: torch.Tensor, num_selected: int, world_size: int) -> torch.Tensor:
+def ddp_scaled_loss(
+    prediction: torch.Tensor, target: torch.Tensor, num_selected: int, world_size: int
+) -> torch.Tensor:
     """This worker's loss such that DDP's averaged gradient is the gradient of the MSE over the
     whole selection.
 

@@ -47,8 +47,9 @@ class Shard:
         return torch.arange(self.start, self.start + self.size)
 
 
-def load_shard(array, spec: SignalSpec, world_size: int, rank: int, device: torch.device,
-               dtype: torch.dtype) -> Shard:
+def load_shard(
+    array, spec: SignalSpec, world_size: int, rank: int, device: torch.device, dtype: torch.dtype
+) -> Shard:
     """Read only this worker's rows from the zarr array."""
     row_lo, row_hi = shard_rows(spec, world_size, rank)
     block = np.asarray(array[row_lo:row_hi]).reshape(-1, spec.channels)
@@ -79,7 +80,9 @@ class ShardContext:
         self.comm.all_reduce_sum_(list(v.values()))
         return scoring.ntk_scores(self.model, v, s.coords, s.size, self.chunk)
 
-    def global_topk(self, local_scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    def global_topk(
+        self, local_scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
         indices = self.shard.global_indices()
         scores = local_scores.detach().cpu()
         if exclude is not None and exclude.numel():
@@ -98,7 +101,9 @@ class ShardContext:
         generator = selection.step_generator(self.seed, step)
         return selection.random_picks(self.num_points, count, exclude, generator)
 
-    def exchange_targets(self, part: torch.Tensor, bounds: list[tuple[int, int]], selected: torch.Tensor) -> torch.Tensor:
+    def exchange_targets(
+        self, part: torch.Tensor, bounds: list[tuple[int, int]], selected: torch.Tensor
+    ) -> torch.Tensor:
         """Stored values of this worker's ``part`` of the ascending ``selected`` indices, fetched
         from their owners with one all-to-all. ``bounds[w]`` is worker w's [start, stop) in
         ``selected``. Collective. Returns [len(part), C] in the stored dtype."""
@@ -106,7 +111,7 @@ class ShardContext:
         lo, hi = self.starts[rank], self.starts[rank + 1]
         send_rows, send_counts, recv_counts = [], [], []
         for dest in range(world):
-            chunk = selected[bounds[dest][0]:bounds[dest][1]]
+            chunk = selected[bounds[dest][0] : bounds[dest][1]]
             mine = chunk[(chunk >= lo) & (chunk < hi)]
             send_rows.append(mine - lo)
             send_counts.append(int(mine.numel()))

@@ -79,7 +79,9 @@ class Trainer:
         self.update_model = wrap_for_update(self.model, rt)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
         self.sampler: Sampler = build_sampler(cfg.sampler)
-        self.ctx = ShardContext(self.model, self.shard, self.comm, cfg.sampler.chunk, cfg.train.seed, cfg.train.steps)
+        self.ctx = ShardContext(
+            self.model, self.shard, self.comm, cfg.sampler.chunk, cfg.train.seed, cfg.train.steps
+        )
         self.log = RunLog(cfg.run.dir, cfg.log.tensorboard, cfg.log.save_selection) if rt.rank == 0 else None
         self.step = 0
         self.train_seconds = 0.0
@@ -93,12 +95,14 @@ class Trainer:
         t1 = time.perf_counter()
         k = sel.indices.numel()
         bounds = [balanced_bounds(k, rt.world_size, r) for r in range(rt.world_size)]
-        part = sel.indices[bounds[rt.rank][0]:bounds[rt.rank][1]]
+        part = sel.indices[bounds[rt.rank][0] : bounds[rt.rank][1]]
         stored = self.ctx.exchange_targets(part, bounds, sel.indices)
         _sync(device)
         t2 = time.perf_counter()
         coords = flat_to_coords(part.to(device), self.spec, self.dtype)
-        loss = ddp_scaled_loss(self.update_model(coords), to_unit(stored, self.spec, self.dtype), k, rt.world_size)
+        loss = ddp_scaled_loss(
+            self.update_model(coords), to_unit(stored, self.spec, self.dtype), k, rt.world_size
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -111,10 +115,12 @@ class Trainer:
     def evaluate(self, loss: torch.Tensor) -> dict[str, float]:
         """Global MSE/PSNR over the whole signal and the mean training loss. Collective."""
         s = self.shard
-        stats = torch.stack([
-            scoring.squared_error_sum(self.model, s.coords, s.targets, s.size, self.cfg.sampler.chunk),
-            loss.double().cpu(),
-        ]).to(self.rt.device)
+        stats = torch.stack(
+            [
+                scoring.squared_error_sum(self.model, s.coords, s.targets, s.size, self.cfg.sampler.chunk),
+                loss.double().cpu(),
+            ]
+        ).to(self.rt.device)
         self.comm.all_reduce_sum_([stats])
         mse = float(stats[0]) / (self.spec.num_points * self.spec.channels)
         return {"loss": float(stats[1]) / self.rt.world_size, "mse": mse, "psnr": psnr_from_mse(mse)}
@@ -150,7 +156,11 @@ class Trainer:
                 result = self.evaluate(loss)
                 if self.log is not None:
                     self.log.metrics(self._row(sel, result, timings))
-            if self.log is not None and cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
+            if (
+                self.log is not None
+                and cfg.train.checkpoint_every
+                and self.step % cfg.train.checkpoint_every == 0
+            ):
                 self.log.checkpoint(self.step, self.state())
             if finished:
                 break
@@ -175,7 +185,9 @@ class Trainer:
         return summary
 
     def _row(self, sel: Selection, result: dict, timings: dict) -> dict:
-        ratio = ratio_at(self.cfg.sampler.ratio_schedule, self.cfg.sampler.ratio, self.step - 1, self.cfg.train.steps)
+        ratio = ratio_at(
+            self.cfg.sampler.ratio_schedule, self.cfg.sampler.ratio, self.step - 1, self.cfg.train.steps
+        )
         return {
             "step": self.step,
             **result,
@@ -193,9 +205,15 @@ class Trainer:
 
         path = Path(self.cfg.run.dir) / "reconstruction.zarr"
         if self.rt.rank == 0:
-            zarr.create_array(store=str(path), shape=self.array.shape, chunks=self.array.chunks,
-                              dtype=self.array.dtype, zarr_format=3, overwrite=True,
-                              attributes=dict(self.array.attrs))
+            zarr.create_array(
+                store=str(path),
+                shape=self.array.shape,
+                chunks=self.array.chunks,
+                dtype=self.array.dtype,
+                zarr_format=3,
+                overwrite=True,
+                attributes=dict(self.array.attrs),
+            )
         self.comm.barrier()
         s = self.shard
         values = scoring.predict(self.model, s.coords, s.size, self.cfg.sampler.chunk).float().cpu().numpy()
@@ -210,7 +228,8 @@ class Trainer:
             if image.dtype != np.uint8:
                 image = (image.astype(np.float64) / self.spec.value_range[1] * 255).round().astype(np.uint8)
             Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
-                Path(self.cfg.run.dir) / "reconstruction.png")
+                Path(self.cfg.run.dir) / "reconstruction.png"
+            )
 
 
 def run(cfg: Config, rt: Runtime) -> dict | None:

@@ -11,8 +11,15 @@ class FourierFeatureMLP(nn.Module):
     fixed at construction (a buffer, drawn from torch's global generator), followed by
     ``layers`` linear layers with ReLU between them. Maps [N, D] to [N, C]."""
 
-    def __init__(self, in_dim: int, out_dim: int, layers: int = 4, width: int = 256,
-                 features: int = 256, scale: float = 10.0):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        layers: int = 4,
+        width: int = 256,
+        features: int = 256,
+        scale: float = 10.0,
+    ):
         super().__init__()
         if layers < 1:
             raise ValueError("a Fourier-feature MLP needs at least 1 layer")

@@ -23,8 +23,15 @@ class Siren(nn.Module):
     Maps coordinates [N, D] to values [N, C].
     """
 
-    def __init__(self, in_dim: int, out_dim: int, layers: int = 6, width: int = 256,
-                 w0: float = 30.0, w0_initial: float = 30.0):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        layers: int = 6,
+        width: int = 256,
+        w0: float = 30.0,
+        w0_initial: float = 30.0,
+    ):
         super().__init__()
         if layers < 2:
             raise ValueError("a SIREN needs at least 2 layers (one sine layer and the head)")

@@ -40,7 +40,9 @@ class SelectionContext(Protocol):
     def ntk_scores(self) -> torch.Tensor:
         """Local NTK scores ‖(J Jᵀ r)_i‖² with the global v, [n_local]. Collective."""
 
-    def global_topk(self, local_scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    def global_topk(
+        self, local_scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The k best global indices by score (canonical order), excluding ``exclude``. Collective."""
 
     def random_picks(self, count: int, exclude: torch.Tensor, step: int) -> torch.Tensor:

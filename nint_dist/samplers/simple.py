@@ -25,7 +25,9 @@ class Uniform(Sampler):
             return self.last
         ratio = ratio_at(self.cfg.ratio_schedule, self.cfg.ratio, step, ctx.total_steps)
         count = num_selected(ratio, ctx.num_points)
-        self.last = Selection.from_parts(random=ctx.random_picks(count, torch.empty(0, dtype=torch.int64), step))
+        self.last = Selection.from_parts(
+            random=ctx.random_picks(count, torch.empty(0, dtype=torch.int64), step)
+        )
         return self.last
 
     def state_dict(self) -> dict:

@@ -1,0 +1,65 @@
+"""Shared fixtures: one local Ray instance for the whole session, small signals on disk."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray instance shared by every test that needs one; shut down at the end."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"test signals not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def small_image(src: Path, dst: Path, long_side: int) -> Path:
+    """A downscaled RGB copy of a shared photograph."""
+    from PIL import Image
+
+    with Image.open(src) as img:
+        img = img.convert("RGB")
+        scale = long_side / max(img.size)
+        img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS).save(dst)
+    return dst
+
+
+@pytest.fixture
+def tiny_signal(tmp_path) -> Path:
+    return make_tiny_signal(tmp_path)
+
+
+def make_tiny_signal(folder: Path) -> Path:
+    """A 24x20 RGB gradient-plus-texture signal in zarr, chunked by 4 rows (6 chunk rows)."""
+    from nint_dist.ingest import write_signal
+    from nint_dist.signal import SignalSpec
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:24, 0:20]
+    base = np.stack([xx * 12, yy * 10, (xx + yy) * 5], axis=-1) + rng.integers(0, 40, (24, 20, 3))
+    array = np.clip(base, 0, 255).astype(np.uint8)
+    spec = SignalSpec((24, 20), 3, (0.0, 255.0), ((-1.0, 1.0), (-1.0, 1.0)), chunk_rows=4)
+    path = folder / "tiny.zarr"
+    write_signal(array, spec, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_signal_module(tmp_path_factory) -> Path:
+    return make_tiny_signal(tmp_path_factory.mktemp("signal"))

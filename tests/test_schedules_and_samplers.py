@@ -1,0 +1,108 @@
+"""Schedules and the reference NINT sampler's rules on hand-made cases."""
+
+import pytest
+import torch
+
+from nint_dist.config import SamplerConfig
+from nint_dist.samplers.nint_paper import NintPaper, ntk_share_at
+from nint_dist.schedules import num_selected, ratio_at, reselect_at
+from nint_dist.selection import random_picks, step_generator, topk_canonical
+
+
+def test_ratio_schedules():
+    assert ratio_at("constant", 0.2, 700, 1000) == 0.2
+    assert ratio_at("linear", 0.2, 500, 1000) == pytest.approx(0.6)
+    assert [round(ratio_at("step", 0.2, t, 5000), 2) for t in (0, 499, 500, 4999)] == [0.2, 0.2, 0.28, 0.92]
+
+
+def test_intervals():
+    total = 1000
+    assert all(reselect_at("dense", t, total) for t in range(50))
+    assert [t for t in range(12) if reselect_at("dense2", t, total)] == [0, 5, 10]
+    incremental = [t for t in range(total) if reselect_at("incremental", t, total)]
+    assert incremental[:250] == list(range(250))  # dense for the first 25%
+    assert [t for t in incremental if 250 <= t < 400] == list(
+        range(250, 400, 10)
+    )  # interval 10 in [250, 400)
+    assert [t for t in incremental if 850 <= t] == [850, 900, 950]  # interval 50 in the last phase
+    decremental = [t for t in range(total) if reselect_at("decremental", t, total)]
+    assert decremental[:3] == [0, 50, 100] and decremental[-250:] == list(range(750, 1000))
+
+
+def test_ntk_share_follows_the_reference_codes_precedence():
+    cfg = SamplerConfig()
+    got = [round(ntk_share_at(c, cfg), 4) for c in (1, 10, 20, 30, 40, 50)]
+    assert got == [0.1104, 0.1104, 0.0406, 0.0149, 0.0055, 0.002]
+    assert ntk_share_at(60, cfg) < cfg.ntk_cutoff <= ntk_share_at(50, cfg)
+    paper = SamplerConfig(ntk_share_rule="paper")
+    assert ntk_share_at(10, paper) == pytest.approx(0.3 * 2.718281828**-1, rel=1e-6)
+
+
+class HandContext:
+    """A one-process selection context over explicit score vectors (unit test of the sampler)."""
+
+    def __init__(self, n, total_steps=1000):
+        self.num_points, self.total_steps = n, total_steps
+        g = torch.Generator().manual_seed(0)
+        self.ntk = torch.rand(n, generator=g)
+        self.res = torch.rand(n, generator=g)
+        self.ntk_calls = 0
+
+    def residual_l1(self):
+        return self.res
+
+    def ntk_scores(self):
+        self.ntk_calls += 1
+        return self.ntk
+
+    def global_topk(self, scores, k, exclude=None):
+        idx = torch.arange(self.num_points)
+        if exclude is not None and exclude.numel():
+            keep = ~torch.isin(idx, exclude)
+            scores, idx = scores[keep], idx[keep]
+        return topk_canonical(scores, idx, k)[1]
+
+    def random_picks(self, count, exclude, step):
+        return random_picks(self.num_points, count, exclude, step_generator(0, step))
+
+
+def test_nint_paper_composition_and_refresh():
+    n = 10_000
+    ctx = HandContext(n)
+    sampler = NintPaper(SamplerConfig(ratio=0.2))
+    first = sampler.select(ctx, 0)
+    count = 2000
+    num_ntk = int(count * 0.3 * 2.718281828459045**-1)  # 11% at the first call
+    num_res = int(count * (1 - 0.3 * 2.718281828459045**-1 - 0.7))
+    assert first.shares == {"ntk": num_ntk, "residual": num_res, "random": count - num_ntk - num_res}
+    assert first.indices.numel() == count and torch.equal(first.indices, torch.sort(first.indices).values)
+    top_ntk = set(torch.topk(ctx.ntk, num_ntk).indices.tolist())
+    assert top_ntk <= set(first.indices.tolist())
+    # NTK scores are refreshed at calls 1, 10, 20, ... and never once the share is below 1e-3
+    for step in range(1, 120):
+        sampler.select(ctx, step)
+    assert ctx.ntk_calls == 6  # calls 1, 10, 20, 30, 40, 50
+    assert sampler.select(ctx, 120).shares["ntk"] == 0
+
+
+def test_nint_paper_reuses_ntk_picks_between_refreshes():
+    ctx = HandContext(5000)
+    sampler = NintPaper(SamplerConfig(ratio=0.2))
+    cached = [sampler.select(ctx, 0) and sampler.ntk_cache.clone()]
+    ctx.ntk = torch.rand(5000)  # changes that must not be seen before call 10
+    for step in range(1, 9):
+        sampler.select(ctx, step)
+        assert torch.equal(sampler.ntk_cache, cached[0])
+    sampler.select(ctx, 9)  # call 10: refresh
+    assert not torch.equal(sampler.ntk_cache, cached[0])
+
+
+def test_num_selected():
+    assert num_selected(0.2, 1000) == 200 and num_selected(1e-9, 10) == 1 and num_selected(1.0, 7) == 7
+
+
+def test_dense2_interval_reuses_selection():
+    ctx = HandContext(1000)
+    sampler = NintPaper(SamplerConfig(interval="dense2"))
+    a = sampler.select(ctx, 0)
+    assert sampler.select(ctx, 3) is a and sampler.select(ctx, 5) is not a

@@ -1,0 +1,122 @@
+"""Selection arithmetic against brute force and hand-made cases, and the balanced split's
+gradient against the single-process gradient in a real gloo DDP group."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from nint_dist import selection
+from nint_dist.models.siren import Siren
+
+
+def brute_topk(scores, indices, k):
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), int(indices[i])))[:k]
+    return [int(indices[i]) for i in order]
+
+
+def test_topk_breaks_ties_by_smaller_index():
+    scores = torch.tensor([1.0, 3.0, 3.0, 2.0, 3.0, 0.5])
+    indices = torch.tensor([10, 7, 3, 4, 9, 1])
+    _, got = selection.topk_canonical(scores, indices, 2)
+    assert got.tolist() == [3, 7]
+    _, got = selection.topk_canonical(scores, indices, 4)
+    assert got.tolist() == [3, 7, 9, 4]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_merge_of_partitioned_topk_is_global_topk(seed):
+    g = torch.Generator().manual_seed(seed)
+    n, k = 500, 60
+    scores = torch.randint(0, 40, (n,), generator=g).double()  # many ties on purpose
+    indices = torch.randperm(n, generator=g) + 1000
+    expected = brute_topk(scores, indices, k)
+    for parts in (1, 2, 3, 7):
+        chunks = zip(scores.chunk(parts), indices.chunk(parts), strict=True)
+        local = [selection.topk_canonical(s, i, k) for s, i in chunks]
+        merged = selection.topk_canonical(
+            torch.cat([s for s, _ in local]), torch.cat([i for _, i in local]), k
+        )[1]
+        assert merged.tolist() == expected
+
+
+def test_random_picks_are_distinct_outside_exclusion_and_seeded():
+    exclude = torch.tensor([5, 1, 9, 100, 77])
+    a = selection.random_picks(200, 60, exclude, selection.step_generator(3, 11))
+    b = selection.random_picks(200, 60, exclude, selection.step_generator(3, 11))
+    c = selection.random_picks(200, 60, exclude, selection.step_generator(3, 12))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(set(a.tolist())) == 60 and not set(a.tolist()) & set(exclude.tolist())
+    assert all(0 <= i < 200 for i in a.tolist())
+    dense = selection.random_picks(200, 195, exclude, selection.step_generator(0, 0))
+    assert sorted(dense.tolist()) == sorted(set(range(200)) - set(exclude.tolist()))
+    with pytest.raises(ValueError):
+        selection.random_picks(10, 8, torch.tensor([1, 2, 3]), selection.step_generator(0, 0))
+
+
+def test_random_picks_are_uniform():
+    counts = torch.zeros(50)
+    for step in range(400):
+        counts[selection.random_picks(50, 10, torch.tensor([0]), selection.step_generator(1, step))] += 1
+    assert counts[0] == 0
+    expected = 400 * 10 / 49
+    assert (counts[1:] - expected).abs().max() < 0.35 * expected
+
+
+def test_balanced_bounds_cover_in_near_equal_parts():
+    for k in (0, 1, 7, 30, 31):
+        for world in (1, 2, 3, 4):
+            bounds = [selection.balanced_bounds(k, world, r) for r in range(world)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == k
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+            sizes = [hi - lo for lo, hi in bounds]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_gradient(rank, world, port, coords, targets, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = Siren(2, 3, layers=3, width=16).double()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    k = coords.shape[0]
+    lo, hi = selection.balanced_bounds(k, world, rank)
+    loss = selection.ddp_scaled_loss(ddp(coords[lo:hi]), targets[lo:hi], k, world)
+    loss.backward()
+    if rank == 0:
+        out.put(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).tolist())
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_balanced_split_gradient_equals_single_process_gradient(world):
+    torch.manual_seed(5)
+    coords = torch.rand(23, 2, dtype=torch.float64) * 2 - 1
+    targets = torch.rand(23, 3, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = Siren(2, 3, layers=3, width=16).double()
+    torch.nn.functional.mse_loss(model(coords), targets).backward()
+    expected = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    port = _free_port()
+    procs = [
+        ctx.Process(target=_ddp_gradient, args=(r, world, port, coords, targets, queue)) for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    got = torch.tensor(queue.get(), dtype=torch.float64)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-13)

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -18,6 +17,7 @@ from nint_dist.comm import Comm
 from nint_dist.config import Config, from_dict
 from nint_dist.metrics import psnr_from_mse
 from nint_dist.models import build_model
+from nint_dist.outputs import export_reconstruction
 from nint_dist.runlog import RunLog
 from nint_dist.samplers import Sampler, Selection, build_sampler
 from nint_dist.schedules import ratio_at
@@ -164,7 +164,7 @@ class Trainer:
                 self.log.checkpoint(self.step, self.state())
             if finished:
                 break
-        self.write_reconstruction()
+        extra = self.write_reconstruction()
         if self.log is None:
             return None
         self.log.checkpoint(self.step, self.state())
@@ -179,6 +179,7 @@ class Trainer:
             "sampler": cfg.sampler.name,
             "num_points": self.spec.num_points,
             **{f"total_{k}": v for k, v in timings.items()},
+            **extra,
         }
         self.log.final(summary)
         self.log.close()
@@ -198,9 +199,10 @@ class Trainer:
             **{f"time_{k}": v / self.step for k, v in timings.items()},
         }
 
-    def write_reconstruction(self) -> None:
+    def write_reconstruction(self) -> dict[str, float]:
         """Each worker writes its own rows of ``reconstruction.zarr`` (shards are chunk-aligned,
-        so no two workers touch one chunk); worker 0 then writes a PNG for images. Collective."""
+        so no two workers touch one chunk); worker 0 then exports the modality's files and
+        returns its extra final metrics. Collective."""
         import zarr
 
         path = Path(self.cfg.run.dir) / "reconstruction.zarr"
@@ -221,15 +223,9 @@ class Trainer:
         block = from_unit(values, self.spec, self.array.dtype).reshape(row_hi - row_lo, *self.array.shape[1:])
         zarr.open_array(str(path), mode="r+")[row_lo:row_hi] = block
         self.comm.barrier()
-        if self.rt.rank == 0 and self.spec.kind == "image":
-            from PIL import Image
-
-            image = np.asarray(zarr.open_array(str(path), mode="r")[...])
-            if image.dtype != np.uint8:
-                image = (image.astype(np.float64) / self.spec.value_range[1] * 255).round().astype(np.uint8)
-            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
-                Path(self.cfg.run.dir) / "reconstruction.png"
-            )
+        if self.rt.rank == 0:
+            return export_reconstruction(self.spec, path, Path(self.cfg.run.dir))
+        return {}
 
 
 def run(cfg: Config, rt: Runtime) -> dict | None:

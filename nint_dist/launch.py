@@ -20,7 +20,19 @@ from nint_dist.signal import open_signal, shard_rows
 
 
 def resolve_signal(cfg: Config):
-    """Check the data before anything is written. Returns (in-memory array or None, spec)."""
+    """Check the data before anything is written. Returns (in-memory array or None, spec).
+
+    A store URL (``s3://…``, ``gs://…``, ``file://…``) is opened by zarr through fsspec, so a
+    cluster's nodes can read one signal from an object store instead of a shared filesystem.
+    """
+    if is_store_url(cfg.data.path):
+        try:
+            _, spec = open_signal(cfg.data.path)
+        except (OSError, KeyError, ValueError, ImportError) as e:
+            raise UserError(
+                f"data.path {cfg.data.path} is not a readable signal store ({str(e).splitlines()[0]})"
+            ) from None
+        return None, spec
     path = Path(cfg.data.path)
     if path.suffix == ".zarr" or path.is_dir():
         if not path.exists():
@@ -34,6 +46,10 @@ def resolve_signal(cfg: Config):
         return None, spec
     array, spec = load_source(path)
     return array, spec
+
+
+def is_store_url(path: str) -> bool:
+    return "://" in path
 
 
 def prepare_run_dir(cfg: Config) -> Path:
@@ -56,7 +72,7 @@ def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int
     if array is not None:
         write_signal(array, spec, run_dir / "signal.zarr")
         cfg.data.path = str(run_dir / "signal.zarr")
-    else:
+    elif not is_store_url(cfg.data.path):
         cfg.data.path = str(Path(cfg.data.path).resolve())
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
@@ -88,8 +104,8 @@ def run_on_ray(cfg: Config, verbose: bool) -> None:
     from nint_dist.worker import train_worker
 
     workers = cfg.train.workers
+    address = os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
         extra = (
             {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
         )
@@ -104,7 +120,8 @@ def run_on_ray(cfg: Config, verbose: bool) -> None:
             raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     gpus = ray.cluster_resources().get("GPU", 0)
     use_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and gpus >= workers)
-    if use_gpu and gpus < workers:
+    # A running cluster may autoscale: its GPU nodes join once Ray Train asks for them.
+    if use_gpu and gpus < workers and not address:
         raise UserError(f"train.device=cuda needs {workers} GPUs but the Ray cluster has {int(gpus)}")
     trainer = TorchTrainer(
         train_worker,

@@ -89,3 +89,17 @@ def ntk_scores(model: nn.Module, v: Params, coords_of: RangeFn, n: int, chunk: i
             _, tangent = jvp(_as_function(model, coords_of(lo, hi)), (params,), (v,))
         parts.append(tangent.pow(2).sum(dim=-1))
     return torch.cat(parts) if parts else torch.empty(0)
+
+
+def point_stats(model: nn.Module, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-point error statistics and the gradient of the squared error with respect to the
+    input coordinate (soft mining's Langevin drift). Parameters are not touched.
+
+    Args: coords [m, D], targets [m, C]. Returns [m, 2 + D]: mean_c |r|, mean_c r², ∂(mean_c r²)/∂x.
+    """
+    x = coords.detach().requires_grad_(True)
+    with torch.enable_grad():
+        residual = model(x) - targets
+        squared = residual.pow(2).mean(dim=-1)
+        (grad,) = torch.autograd.grad(squared.sum(), x) if x.numel() else (torch.zeros_like(x),)
+    return torch.cat([residual.detach().abs().mean(dim=-1, keepdim=True), squared.detach()[:, None], grad], 1)

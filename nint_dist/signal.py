@@ -5,13 +5,14 @@ Flat index i enumerates the grid in row-major order, so a block of whole rows of
 axis is a contiguous range of flat indices: shards are such blocks, aligned to chunk rows.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ATTRS_KEY = "nint_dist"
+STANDARD_ATTRS = ("kind", "grid", "channels", "value_range", "domain")
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,17 @@ class SignalSpec:
     grid: tuple[int, ...]
     """Grid shape without the channel axis: (H, W) for images, (T,) for audio, (D, H, W) volumes."""
     channels: int
-    value_range: tuple[float, float]
-    """Stored values map linearly from this range onto [0, 1]."""
+    value_range: tuple[float, float] | None
+    """Stored values map linearly from this range onto [0, 1] (None only before ingestion has
+    measured it)."""
     domain: tuple[tuple[float, float], ...]
     """Coordinate interval per grid axis; grid points are spaced evenly, ends included."""
     chunk_rows: int
     """Chunk length along the first grid axis: shard boundaries fall on multiples of it."""
     kind: str = "image"
+    """image, audio or volume: decides the exports and final metrics."""
+    extra: dict = field(default_factory=dict, compare=False)
+    """Further attributes kept with the store (e.g. an audio sample rate, a mesh's scaling)."""
 
     @property
     def num_points(self) -> int:
@@ -39,6 +44,7 @@ class SignalSpec:
 
     def to_attrs(self) -> dict:
         return {
+            **self.extra,
             "kind": self.kind,
             "grid": list(self.grid),
             "channels": self.channels,
@@ -61,6 +67,7 @@ class SignalSpec:
             domain=tuple(tuple(float(v) for v in d) for d in attrs["domain"]),
             chunk_rows=int(array.chunks[0]),
             kind=str(attrs.get("kind", "image")),
+            extra={k: v for k, v in attrs.items() if k not in STANDARD_ATTRS},
         )
 
 

@@ -325,7 +325,7 @@ def test_every_baseline_is_registered():
     assert set(BASELINES) <= set(SAMPLERS)
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [3])  # 3 workers of 2, 2 and 2 chunk rows: halos cross two shards
 def test_baseline_selections_do_not_depend_on_the_worker_count(world, single, tiny_signal_module, tmp_path):
     ctx = mp.get_context("spawn")
     port = _free_port()

@@ -1,0 +1,125 @@
+"""The benchmark harness: its curve arithmetic on hand-made curves, SSIM against a direct
+computation, and whole runs of ``python -m nint_dist.bench`` on real images (the paper preset
+on CPU with two steps)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from nint_dist import bench
+from nint_dist.metrics import psnr_from_mse, ssim
+
+
+def test_time_to_reach_interpolates_between_evaluations():
+    seconds, psnr = [1.0, 2.0, 3.0], [20.0, 24.0, 28.0]
+    assert bench.time_to_reach(seconds, psnr, 25.0) == pytest.approx(2.25)
+    assert bench.time_to_reach(seconds, psnr, 19.0) == 1.0  # already there at the first evaluation
+    assert bench.time_to_reach(seconds, psnr, 30.0) is None
+    assert bench.time_to_reach([1.0, 2.0], [26.0, 24.0], 25.0) == 1.0  # the first crossing counts
+
+
+def test_value_at_is_none_outside_the_curve():
+    assert bench.value_at([10, 20], [1.0, 3.0], 15) == pytest.approx(2.0)
+    assert (
+        bench.value_at([10, 20], [1.0, 3.0], 25) is None and bench.value_at([10, 20], [1.0, 3.0], 5) is None
+    )
+
+
+def _run(strategy, seed, seconds, psnr):
+    steps = [10 * (i + 1) for i in range(len(seconds))]
+    curve = {"step": steps, "train_seconds": seconds, "psnr": psnr, "ssim": [0.5] * len(psnr)}
+    return {"signal": "img", "strategy": strategy, "seed": seed, "ms_per_step": 2.0 * seed, "curve": curve}
+
+
+def test_summary_and_table_mark_seeds_that_never_got_there():
+    preset = bench.Preset({}, [], [1, 2], [], at_steps=[20], at_seconds=[1.5])
+    runs = [_run("a", 1, [1.0, 2.0], [24.0, 26.0]), _run("a", 2, [1.0, 2.0], [22.0, 24.0])]
+    cell = bench.summarise(runs, preset)["img"]["a"]
+    assert cell["s_to_25dB"] == (pytest.approx(1.5), 1)
+    assert cell["psnr_at_20_steps"] == (pytest.approx(25.0), 2)
+    assert cell["psnr_at_1.5_s"] == (pytest.approx((25.0 + 23.0) / 2), 2)
+    assert cell["ms_per_step"] == pytest.approx(3.0)
+    table = bench.markdown_tables(bench.summarise(runs, preset), preset)
+    assert "| a | 3.0 | 1.50 (1/2) | — | — | 25.00 | 24.00 | 25.00 | 0.5000 |" in table
+
+
+def _direct_ssim(a, b):
+    """SSIM by explicit 11×11 Gaussian windows (Wang et al.), one position at a time."""
+    g = np.exp(-(np.arange(-5, 6) ** 2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    values = []
+    for c in range(a.shape[2]):
+        for i in range(a.shape[0] - 10):
+            for j in range(a.shape[1] - 10):
+                x, y = a[i : i + 11, j : j + 11, c], b[i : i + 11, j : j + 11, c]
+                mx, my = (w * x).sum(), (w * y).sum()
+                vx, vy = (w * (x - mx) ** 2).sum(), (w * (y - my) ** 2).sum()
+                cov = (w * (x - mx) * (y - my)).sum()
+                values.append(
+                    (2 * mx * my + 1e-4) * (2 * cov + 9e-4) / ((mx**2 + my**2 + 1e-4) * (vx + vy + 9e-4))
+                )
+    return float(np.mean(values))
+
+
+def test_ssim_matches_a_direct_computation():
+    rng = np.random.default_rng(0)
+    a = rng.random((18, 15, 3))
+    b = np.clip(a + 0.1 * rng.standard_normal(a.shape), 0, 1)
+    assert ssim(a, b) == pytest.approx(_direct_ssim(a, b), rel=1e-9)
+    assert ssim(a, a) == pytest.approx(1.0)
+
+
+def test_bench_runs_strategies_through_the_trainer(shared_data, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--preset", "smoke", "--strategies", "uniform", "soft", "--steps", "6", "--set", "log.every=3"]
+    assert bench.main([*argv, "--data", str(shared_data), "--out", str(out)]) == 0
+    for name in ("results.json", "curves.csv", "tables.md", "div2k-01@48.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    assert [r["strategy"] for r in results["runs"]] == ["uniform", "soft"]
+    for run in results["runs"]:
+        final = json.loads((out / "runs" / f"div2k-01@48-{run['strategy']}-42" / "final.json").read_text())
+        curve = run["curve"]
+        assert curve["step"] == [3, 6]
+        assert curve["train_seconds"][-1] == pytest.approx(final["train_seconds"])  # evaluation off the clock
+        assert curve["psnr"][-1] == pytest.approx(psnr_from_mse(final["mse"]))
+        assert all(0 < s < 1 for s in curve["ssim"])
+    with open(out / "curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["strategy"] for r in rows} == {"uniform", "soft"}
+    assert "**div2k-01@48**" in (out / "tables.md").read_text()
+    # a second call reuses the finished runs instead of training again
+    stamp = (out / "runs" / "div2k-01@48-soft-42" / "final.json").stat().st_mtime_ns
+    assert bench.main([*argv, "--data", str(shared_data), "--out", str(out)]) == 0
+    assert (out / "runs" / "div2k-01@48-soft-42" / "final.json").stat().st_mtime_ns == stamp
+
+
+def test_gpu_paper_preset_starts_on_cpu(shared_data, tmp_path):
+    argv = ["--preset", "gpu-paper", "--strategies", "uniform", "--signals", "div2k-01", "--steps", "2"]
+    argv += ["--warmup-steps", "0"]
+    assert (
+        bench.main(
+            [
+                *argv,
+                "--set",
+                "log.every=2",
+                "--device",
+                "cpu",
+                "--data",
+                str(shared_data),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    run = json.loads((tmp_path / "results.json").read_text())["runs"][0]
+    assert run["final"]["num_points"] == 512 * 512 and run["curve"]["step"] == [2]
+
+
+def test_bench_refuses_an_unknown_strategy(shared_data, tmp_path, capsys):
+    argv = ["--strategies", "nope", "--data", str(shared_data), "--out", str(tmp_path)]
+    assert bench.main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: unknown strategy 'nope'")

@@ -28,7 +28,10 @@ if not OmegaConf.has_resolver("now"):
 @dataclass
 class DataConfig:
     path: str = ""
-    """An image file (PNG/JPEG; ingested into the run directory) or a signal ``.zarr`` store."""
+    """A signal ``.zarr`` store, or a file ingested into the run directory first: PNG/JPEG, TIFF,
+    ``.npy``, WAV or an OBJ mesh (see ``python -m nint_dist.ingest``)."""
+    resolution: int = 128
+    """OBJ meshes: grid points per axis of the signed-distance volume."""
 
 
 @dataclass

@@ -44,7 +44,7 @@ def resolve_signal(cfg: Config):
                 f"data.path {path} is not a readable signal store ({str(e).splitlines()[0]})"
             ) from None
         return None, spec
-    array, spec = load_source(path)
+    array, spec = load_source(path, resolution=cfg.data.resolution, workers=cfg.train.workers)
     return array, spec
 
 

@@ -6,3 +6,47 @@ import math
 def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
     """PSNR in dB; infinite for a perfect fit."""
     return float("inf") if mse <= 0 else 10.0 * math.log10(peak * peak / mse)
+
+
+def si_snr(estimate, reference) -> float:
+    """Scale-invariant signal-to-noise ratio in dB (Le Roux et al. 2019) of two equally long
+    signals: both made zero-mean, the target is the estimate's projection on the reference."""
+    import numpy as np
+
+    est = np.asarray(estimate, dtype=np.float64).ravel()
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    est, ref = est - est.mean(), ref - ref.mean()
+    target = (est @ ref) / max(ref @ ref, 1e-300) * ref
+    noise = est - target
+    if noise @ noise == 0:
+        return float("inf")
+    return float(10.0 * np.log10(max(target @ target, 1e-300) / (noise @ noise)))
+
+
+def occupancy_counts(sdf_a, sdf_b) -> tuple[int, int]:
+    """(|inside_a ∩ inside_b|, |inside_a ∪ inside_b|) with inside = negative signed distance;
+    sums over blocks give the IoU of a volume read block by block."""
+    import numpy as np
+
+    a, b = np.asarray(sdf_a) < 0, np.asarray(sdf_b) < 0
+    return int((a & b).sum()), int((a | b).sum())
+
+
+def occupancy_iou(sdf_a, sdf_b) -> float:
+    """Intersection over union of the occupancies (negative signed distance); 1 when both are empty."""
+    both, either = occupancy_counts(sdf_a, sdf_b)
+    return 1.0 if either == 0 else both / either
+
+
+def chamfer_distance(points_a, points_b) -> float:
+    """Symmetric Chamfer distance of two point sets [n, D]: the mean of the two mean
+    nearest-neighbour distances (not squared), in the points' units; inf if one set is empty."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    a, b = np.asarray(points_a, dtype=np.float64), np.asarray(points_b, dtype=np.float64)
+    if len(a) == 0 or len(b) == 0:
+        return float("inf")
+    a_to_b = cKDTree(b).query(a)[0].mean()
+    b_to_a = cKDTree(a).query(b)[0].mean()
+    return float(0.5 * (a_to_b + b_to_a))

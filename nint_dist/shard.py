@@ -50,11 +50,20 @@ class Shard:
 def load_shard(
     array, spec: SignalSpec, world_size: int, rank: int, device: torch.device, dtype: torch.dtype
 ) -> Shard:
-    """Read only this worker's rows from the zarr array."""
+    """Read only this worker's rows from the zarr array, one chunk row at a time into a tensor
+    allocated on the device, so host memory holds one chunk on top of the shard, not a copy."""
     row_lo, row_hi = shard_rows(spec, world_size, rank)
-    block = np.asarray(array[row_lo:row_hi]).reshape(-1, spec.channels)
-    values = torch.from_numpy(np.ascontiguousarray(block)).to(device)
-    return Shard(spec, row_lo * spec.points_per_row, values, dtype)
+    per_row = spec.points_per_row
+    values = torch.empty(
+        ((row_hi - row_lo) * per_row, spec.channels),
+        dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype,
+        device=device,
+    )
+    for lo in range(row_lo, row_hi, spec.chunk_rows):
+        hi = min(lo + spec.chunk_rows, row_hi)
+        block = np.ascontiguousarray(array[lo:hi]).reshape(-1, spec.channels)
+        values[(lo - row_lo) * per_row : (hi - row_lo) * per_row] = torch.from_numpy(block)
+    return Shard(spec, row_lo * per_row, values, dtype)
 
 
 class ShardContext:

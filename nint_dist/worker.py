@@ -224,7 +224,7 @@ class Trainer:
         zarr.open_array(str(path), mode="r+")[row_lo:row_hi] = block
         self.comm.barrier()
         if self.rt.rank == 0:
-            return export_reconstruction(self.spec, path, Path(self.cfg.run.dir))
+            return export_reconstruction(self.spec, path, Path(self.cfg.run.dir), source=self.array)
         return {}
 
 

@@ -19,8 +19,8 @@ import shutil
 import sys
 import uuid
 import zlib
-from dataclasses import replace
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

@@ -4,9 +4,9 @@
 The signal is a sum of ``terms`` random plane waves per channel, cos(2π f·x + φ), with
 frequencies up to ``detail`` × the grid's Nyquist frequency and amplitudes falling as 1/|f|
 (natural-image-like). Each block is computed from its global grid indices, so the result does
-not depend on the block size and nothing larger than a block is ever held. Plane waves
-separate over the grid axes: a block is a product of per-axis factors (a matrix product for
-images), fast enough for gigapixel signals on a CPU.
+not depend on the block size (up to float rounding) and nothing larger than a block is ever
+held. Plane waves separate over the grid axes: a block is a contraction of per-axis factors,
+fast enough for gigapixel signals on a CPU.
 """
 
 import argparse

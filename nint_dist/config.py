@@ -63,7 +63,7 @@ class ModelConfig:
 @dataclass
 class SamplerConfig:
     name: str = "nint-paper"
-    """One of the sampler registry's names: full, uniform, nint-paper."""
+    """A sampler registry name: full, uniform, nint-paper, nint, int, egra, soft, evos, expansive."""
     ratio: float = 0.2
     """Fraction of all coordinates trained on per step (the start value of a schedule)."""
     ratio_schedule: str = "constant"
@@ -84,6 +84,44 @@ class SamplerConfig:
     """nint-paper: NTK scoring stops for good once the share falls below this."""
     ntk_share_rule: str = "code"
     """nint-paper: 'code' (the reference code's floor-division precedence) or 'paper'."""
+    pool_factor: float = 3.0
+    """nint: residuals are ranked over a fresh uniform pool of about pool_factor·k coordinates per
+    re-selection (k = the batch size); 0 ranks all N, as nint-paper does."""
+    score_precision: str = "half"
+    """nint: 'half' ranks residuals in float16 on GPUs (training stays in full precision; ignored on
+    CPUs); 'full' ranks in the training dtype."""
+    edge_low: float = 30.0
+    """egra: Canny's low threshold on the 8-bit grey image's L1 Sobel magnitude."""
+    edge_high: float = 40.0
+    """egra: Canny's high threshold (same units)."""
+    edge_hysteresis_px: int = 16
+    """egra, expansive: how far (in pixels) Canny's hysteresis follows a weak edge from a strong one."""
+    egra_edge_prob: float = 0.0025
+    """egra: weight of an edge-band pixel on top of the base weight (the ports' p_e)."""
+    egra_base_prob: float = 0.0064
+    """egra: base weight of every pixel, times (1 − egra_edge_prob) (the ports' B_ref / N_ref)."""
+    soft_alpha: float = 0.6
+    """soft: final exponent of the importance correction (1 / error)^alpha; 0 is hard mining."""
+    soft_warmup: int = 1000
+    """soft: steps over which the exponent ramps from 0 (rho_t = min(t / warmup, alpha))."""
+    soft_explore_share: float = 0.1
+    """soft: share of particles moved to fresh uniform positions every step."""
+    soft_reinit_share: float = 0.1
+    """soft: share of lowest-loss particles re-drawn from the edge density every step."""
+    soft_drift: float = 20.0
+    """soft: Langevin step size a on the gradient of the log loss (positions in [0, 1])."""
+    soft_noise: float = 0.02
+    """soft: Langevin noise scale b (positions in [0, 1])."""
+    evos_interval_start: int = 100
+    """evos: steps between fitness evaluations at the start; falls linearly to evos_interval_end."""
+    evos_interval_end: int = 50
+    """evos: steps between fitness evaluations at the end."""
+    evos_mutation: float = 0.5
+    """evos: mutation share of every batch, as a fraction of the initial ratio (m = this * ratio)."""
+    evos_lap_weight: float = 1e-5
+    """evos: weight of the Laplacian error in the crossover ranking (8-bit units)."""
+    expansive_anchor: float = 0.5
+    """expansive: anchor (edge) area as a fraction of the initial ratio."""
 
     def __post_init__(self):
         from nint_dist.samplers import SAMPLERS
@@ -102,6 +140,14 @@ class SamplerConfig:
             raise ValueError("sampler.random_share and sampler.ntk_share must be in [0, 1]")
         if self.ntk_share_rule not in ("code", "paper"):
             raise ValueError("sampler.ntk_share_rule must be 'code' or 'paper'")
+        if self.pool_factor < 0 or self.score_precision not in ("half", "full"):
+            raise ValueError("sampler.pool_factor must be >= 0 and sampler.score_precision half or full")
+        if self.name == "soft" and self.ratio_schedule != "constant":
+            raise ValueError("sampler.name=soft keeps a fixed population; use ratio_schedule=constant")
+        if self.evos_interval_end < 1 or self.evos_interval_start < self.evos_interval_end:
+            raise ValueError("sampler.evos_interval_start must be >= sampler.evos_interval_end >= 1")
+        if not 0.0 <= self.evos_mutation < 1.0 or not 0.0 <= self.expansive_anchor <= 1.0:
+            raise ValueError("sampler.evos_mutation must be in [0, 1) and sampler.expansive_anchor in [0, 1]")
 
 
 @dataclass
@@ -124,6 +170,9 @@ class TrainConfig:
     """Steps between checkpoints; 0 writes one at the end only."""
     collective_timeout_s: float = 600.0
     """Longest wait of any collective before the run fails."""
+    compile: bool = False
+    """Compile the training forward/backward with torch.compile (worth it on GPUs; the first
+    steps then include compilation time)."""
 
     def __post_init__(self):
         if self.steps < 1:

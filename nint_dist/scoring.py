@@ -43,12 +43,23 @@ def predict(model: nn.Module, coords_of: RangeFn, n: int, chunk: int) -> torch.T
 
 @torch.no_grad()
 def residual_l1(
-    model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int
+    model: nn.Module,
+    coords_of: RangeFn,
+    targets_of: RangeFn,
+    n: int,
+    chunk: int,
+    half: bool = False,
 ) -> torch.Tensor:
-    """Σ_c |f(x_i) − y_i| for the block, [n] (the error criterion of INT and NINT)."""
-    parts = [
-        (model(coords_of(lo, hi)) - targets_of(lo, hi)).abs().sum(dim=-1) for lo, hi in chunk_bounds(n, chunk)
-    ]
+    """Σ_c |f(x_i) − y_i| for the block, [n] (the error criterion of INT and NINT).
+
+    ``half`` runs the forward pass under float16 autocast on a GPU (a ranking tolerates it;
+    it changes nothing on a CPU)."""
+    parts = []
+    for lo, hi in chunk_bounds(n, chunk):
+        coords = coords_of(lo, hi)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=half and coords.is_cuda):
+            prediction = model(coords)
+        parts.append((prediction.float() - targets_of(lo, hi)).abs().sum(dim=-1))
     return torch.cat(parts) if parts else torch.empty(0)
 
 

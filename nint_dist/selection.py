@@ -46,10 +46,28 @@ def isin_sorted(values: torch.Tensor, sorted_set: torch.Tensor) -> torch.Tensor:
     return sorted_set[pos] == values
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """A CPU generator that depends only on (seed, step): identical on every worker."""
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator that depends only on (seed, step) and the device type: identical on every
+    worker of a run (all workers of a run share one device type)."""
     mixed = (int(seed) * _SEED_MIX + int(step) * 0x632BE59BD9B4E019 + 1) % (2**63 - 1)
-    return torch.Generator(device="cpu").manual_seed(mixed)
+    return torch.Generator(device=device).manual_seed(mixed)
+
+
+def _mix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors (wrapping arithmetic, logical shifts)."""
+    for shift, mult in ((30, -4658895280553007687), (27, -7723592293110705685)):
+        x = x ^ ((x >> shift) & ((1 << (64 - shift)) - 1))
+        x = x * mult
+    return x ^ ((x >> 31) & ((1 << 33) - 1))
+
+
+def hashed_uniform(indices: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """A uniform number in (0, 1) per global index, a pure function of (seed, step, index):
+    random draws that every worker computes for its own coordinates, whatever the sharding."""
+    key = _mix64(torch.tensor((int(seed) * 1_000_003 + int(step)) & ((1 << 62) - 1), dtype=torch.int64))
+    bits = _mix64(indices.to(torch.int64) * -7046029254386353131 + key.to(indices.device))
+    mantissa = (bits >> 11) & ((1 << 53) - 1)
+    return (mantissa.to(torch.float64) + 0.5) / float(1 << 53)
 
 
 def random_picks(
@@ -58,22 +76,23 @@ def random_picks(
     """``count`` distinct global indices drawn uniformly from [0, N) minus ``exclude``.
 
     Draws candidates in batches and keeps first occurrences, so the outcome is a function of
-    the generator alone (never of the worker count). Returns int64 [count] on the CPU, in
-    draw order.
+    the generator alone (never of the worker count). Returns int64 [count] on the generator's
+    device, in draw order.
     """
-    exclude = torch.sort(exclude.to("cpu", torch.int64)).values
+    device = generator.device
+    exclude = torch.sort(exclude.to(device, torch.int64)).values
     available = num_points - exclude.numel()
     if count > available:
         raise ValueError(f"cannot draw {count} of {available} remaining coordinates")
     if count <= 0:
-        return torch.empty(0, dtype=torch.int64)
+        return torch.empty(0, dtype=torch.int64, device=device)
     if count * 2 > available:  # dense draw: a permutation is cheaper than rejection
-        perm = torch.randperm(num_points, generator=generator)
+        perm = torch.randperm(num_points, generator=generator, device=device)
         return perm[~isin_sorted(perm, exclude)][:count]
-    picked = torch.empty(0, dtype=torch.int64)
+    picked = torch.empty(0, dtype=torch.int64, device=device)
     while picked.numel() < count:
         need = count - picked.numel()
-        draw = torch.randint(0, num_points, (int(need * 1.25) + 16,), generator=generator)
+        draw = torch.randint(0, num_points, (int(need * 1.25) + 16,), generator=generator, device=device)
         draw = draw[~isin_sorted(draw, exclude)]
         picked = _first_occurrences(torch.cat([picked, draw]))
     return picked[:count]
@@ -96,7 +115,11 @@ def balanced_bounds(num_selected: int, world_size: int, rank: int) -> tuple[int,
 
 
 def ddp_scaled_loss(
-    prediction: torch.Tensor, target: torch.Tensor, num_selected: int, world_size: int
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    num_selected: int,
+    world_size: int,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """This worker's loss such that DDP's averaged gradient is the gradient of the MSE over the
     whole selection.
@@ -105,7 +128,48 @@ def ddp_scaled_loss(
     single-process loss is L = (1/k) sum_i l_i. DDP averages gradients over W workers:
     (1/W) sum_w grad L_w. Choosing L_w = (W/k) sum_{i in part_w} l_i gives
     (1/W) sum_w (W/k) sum_{i in part_w} grad l_i = (1/k) sum_i grad l_i = grad L.
+    Per-sample ``weights`` [m] (importance-sampling corrections) replace l_i by w_i * l_i.
     Args: prediction, target [m, C] for this worker's part (m may be 0).
     """
     per_sample = (prediction - target).pow(2).mean(dim=-1)
+    if weights is not None:
+        per_sample = per_sample * weights.to(per_sample)
     return per_sample.sum() * (world_size / max(num_selected, 1))
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(value: int) -> int:
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 values read as unsigned 64-bit words."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def index_uniforms(seed: int, step: int, salt: int, indices: torch.Tensor) -> torch.Tensor:
+    """One uniform number in (0, 1) per global index, a pure function of (seed, step, salt, index).
+
+    A counter-based hash (SplitMix64 finaliser) instead of a generator stream: a worker computes
+    the numbers of its own coordinates only, and every coordinate gets the same number for any
+    worker count. Returns float64 [n] on the indices' device.
+    """
+    base = (int(seed) * _SEED_MIX + int(step) * 0x632BE59BD9B4E019 + int(salt) * 0xD1B54A32D192ED03) & _MASK64
+    z = indices.to(torch.int64) * _signed(0xBF58476D1CE4E5B9) + _signed(base)
+    z = (z ^ _shift_right(z, 30)) * _signed(0xBF58476D1CE4E5B9)
+    z = (z ^ _shift_right(z, 27)) * _signed(0x94D049BB133111EB)
+    z = z ^ _shift_right(z, 31)
+    return (_shift_right(z, 11).to(torch.float64) + 0.5) * 2.0**-53
+
+
+def weighted_keys(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Efraimidis–Spirakis keys log(u_i) / w_i: the k largest keys are a draw of k items without
+    replacement with probability proportional to ``weights`` (successive draws, each ∝ the
+    weights of the items left). Zero weight gives −inf (never drawn before a positive one).
+    Args: weights [n] ≥ 0, uniforms [n] in (0, 1). Returns float64 [n]."""
+    w = weights.to(torch.float64)
+    keys = torch.log(uniforms.to(torch.float64)) / w.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where(w > 0, keys, torch.full_like(keys, float("-inf")))

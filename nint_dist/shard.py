@@ -44,7 +44,7 @@ class Shard:
         return to_unit(self.values[lo:hi], self.spec, self.dtype)
 
     def global_indices(self) -> torch.Tensor:
-        return torch.arange(self.start, self.start + self.size)
+        return torch.arange(self.start, self.start + self.size, device=self.device)
 
 
 def load_shard(
@@ -79,9 +79,26 @@ class ShardContext:
         self.num_points = shard.spec.num_points
         self.starts = shard_starts(shard.spec, comm.world_size)
 
-    def residual_l1(self) -> torch.Tensor:
+    def residual_l1(self, half: bool = False) -> torch.Tensor:
         s = self.shard
-        return scoring.residual_l1(self.model, s.coords, s.targets, s.size, self.chunk)
+        return scoring.residual_l1(self.model, s.coords, s.targets, s.size, self.chunk, half)
+
+    def residual_l1_at(self, rows: torch.Tensor, half: bool = False) -> torch.Tensor:
+        """Σ_c |r| at some rows of this worker's shard, [len(rows)] (no communication)."""
+        s = self.shard
+        flat = rows + s.start
+        return scoring.residual_l1(
+            self.model,
+            lambda lo, hi: flat_to_coords(flat[lo:hi], s.spec, s.dtype),
+            lambda lo, hi: to_unit(s.values[rows[lo:hi]], s.spec, s.dtype),
+            rows.numel(),
+            self.chunk,
+            half,
+        )
+
+    def local_indices(self) -> torch.Tensor:
+        """Global indices of this worker's coordinates [n_local], on its device."""
+        return self.shard.global_indices()
 
     def ntk_scores(self) -> torch.Tensor:
         s = self.shard
@@ -89,13 +106,17 @@ class ShardContext:
         self.comm.all_reduce_sum_(list(v.values()))
         return scoring.ntk_scores(self.model, v, s.coords, s.size, self.chunk)
 
+    def arange(self) -> torch.Tensor:
+        return torch.arange(self.num_points, device=self.shard.device)
+
     def global_topk(
         self, local_scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Exact global top-k: local canonical top-k, all-gathered, merged canonically. Collective."""
         indices = self.shard.global_indices()
-        scores = local_scores.detach().cpu()
+        scores = local_scores.detach()
         if exclude is not None and exclude.numel():
-            keep = ~selection.isin_sorted(indices, torch.sort(exclude.cpu()).values)
+            keep = ~selection.isin_sorted(indices, torch.sort(exclude).values)
             scores, indices = scores[keep], indices[keep]
         scores, indices = selection.topk_canonical(scores, indices, k)
         all_scores = self.comm.all_gather_padded(scores, k, float("-inf"))
@@ -107,17 +128,99 @@ class ShardContext:
         return merged
 
     def random_picks(self, count: int, exclude: torch.Tensor, step: int) -> torch.Tensor:
-        generator = selection.step_generator(self.seed, step)
+        generator = selection.step_generator(self.seed, step, self.shard.device)
         return selection.random_picks(self.num_points, count, exclude, generator)
 
-    def exchange_targets(
-        self, part: torch.Tensor, bounds: list[tuple[int, int]], selected: torch.Tensor
+    # Primitives of the baselines: each is exact, so a sampler built on them selects the same
+    # coordinates for any worker count.
+
+    @property
+    def spec(self):
+        return self.shard.spec
+
+    def local_range(self) -> tuple[int, int]:
+        return self.shard.start, self.shard.start + self.shard.size
+
+    def local_values(self, predicted: bool) -> torch.Tensor:
+        s = self.shard
+        if predicted:
+            return scoring.predict(self.model, s.coords, s.size, self.chunk)
+        return s.targets(0, s.size)
+
+    def halo(self, local: torch.Tensor, before: int, after: int, wrap: bool = False):
+        """Neighbouring entries from the other workers' edges: one all-gather of every worker's
+        first ``after`` and last ``before`` entries (walking past a worker with fewer)."""
+        row_numel = int(np.prod(local.shape[1:]))
+        head, tail = local[:after], local[local.shape[0] - min(before, local.shape[0]) :]
+        packed = torch.cat(
+            [
+                torch.tensor([head.shape[0], tail.shape[0]], dtype=torch.float64, device=local.device),
+                head.reshape(-1).to(torch.float64),
+                tail.reshape(-1).to(torch.float64),
+            ]
+        )
+        gathered = self.comm.all_gather_padded(packed, 2 + (before + after) * row_numel, 0.0)
+        shape = local.shape[1:]
+
+        def rows_of(rank: int, which: str) -> torch.Tensor:
+            n_head, n_tail = int(gathered[rank, 0]), int(gathered[rank, 1])
+            lo = 2 if which == "head" else 2 + n_head * row_numel
+            n = n_head if which == "head" else n_tail
+            return gathered[rank, lo : lo + n * row_numel].reshape(n, *shape).to(local.dtype)
+
+        rank, world = self.comm.rank, self.comm.world_size
+        top, need, r = [], before, rank
+        while need > 0 and (wrap or r > 0):
+            r = (r - 1) % world
+            rows = rows_of(r, "tail")[-need:]
+            top.insert(0, rows)
+            need -= rows.shape[0]
+        bottom, need, r = [], after, rank
+        while need > 0 and (wrap or r < world - 1):
+            r = (r + 1) % world
+            rows = rows_of(r, "head")[:need]
+            bottom.append(rows)
+            need -= rows.shape[0]
+        num_top = sum(t.shape[0] for t in top)
+        num_bottom = sum(b.shape[0] for b in bottom)
+        return torch.cat([*top, local, *bottom]), num_top, num_bottom
+
+    def global_sum(self, value: torch.Tensor) -> torch.Tensor:
+        total = value.clone()
+        self.comm.all_reduce_sum_([total])
+        return total
+
+    def global_max(self, value: float) -> float:
+        return self.comm.all_reduce_max(value)
+
+    def weighted_picks(
+        self, local_weights: torch.Tensor, count: int, exclude: torch.Tensor | None, step: int, salt: int
     ) -> torch.Tensor:
-        """Stored values of this worker's ``part`` of the ascending ``selected`` indices, fetched
-        from their owners with one all-to-all. ``bounds[w]`` is worker w's [start, stop) in
-        ``selected``. Collective. Returns [len(part), C] in the stored dtype."""
+        """Efraimidis–Spirakis keys from per-index uniforms, then the exact global top-k."""
+        uniforms = selection.index_uniforms(self.seed, step, salt, self.shard.global_indices())
+        return self.global_topk(selection.weighted_keys(local_weights, uniforms), count, exclude)
+
+    def sample_stats(self, indices: torch.Tensor) -> torch.Tensor:
+        """Each owner measures its own entries of ``indices``; one all-reduce assembles them."""
+        lo, hi = self.local_range()
+        indices = indices.to(self.shard.device)
+        mine = ((indices >= lo) & (indices < hi)).nonzero().squeeze(1)
+        rows = indices[mine] - lo
+        coords = flat_to_coords(indices[mine], self.spec, self.shard.dtype)
+        targets = to_unit(self.shard.values[rows], self.spec, self.shard.dtype)
+        stats = scoring.point_stats(self.model, coords, targets)
+        out = torch.zeros(indices.numel(), stats.shape[1], dtype=stats.dtype, device=stats.device)
+        out[mine] = stats
+        self.comm.all_reduce_sum_([out])
+        return out
+
+    def route(self, part: torch.Tensor, bounds: list[tuple[int, int]], selected: torch.Tensor) -> "Route":
+        """Who sends which of its rows to whom, for this worker's ``part`` of the ascending
+        ``selected`` indices; ``bounds[w]`` is worker w's [start, stop) in ``selected``."""
         rank, world = self.comm.rank, self.comm.world_size
         lo, hi = self.starts[rank], self.starts[rank + 1]
+        if world == 1:
+            return Route(part - lo, [part.numel()], [part.numel()])
         send_rows, send_counts, recv_counts = [], [], []
         for dest in range(world):
             chunk = selected[bounds[dest][0] : bounds[dest][1]]
@@ -127,6 +230,19 @@ class ShardContext:
         for src in range(world):
             s_lo, s_hi = self.starts[src], self.starts[src + 1]
             recv_counts.append(int(((part >= s_lo) & (part < s_hi)).sum()))
-        rows = torch.cat(send_rows).to(self.shard.device)
-        received = self.comm.all_to_all(self.shard.values[rows], send_counts, recv_counts)
-        return received
+        return Route(torch.cat(send_rows), send_counts, recv_counts)
+
+    def exchange_targets(self, route: "Route") -> torch.Tensor:
+        """Stored values [len(part), C] of this worker's part, fetched from their owners with one
+        all-to-all (in part order, since parts and shards are both ascending). Collective."""
+        return self.comm.all_to_all(self.shard.values[route.local_rows], route.send_counts, route.recv_counts)
+
+
+@dataclass
+class Route:
+    """The all-to-all plan of one step (see ``ShardContext.route``)."""
+
+    local_rows: torch.Tensor
+    """Rows of this worker's shard that it sends, grouped by destination rank [sum(send_counts)]."""
+    send_counts: list[int]
+    recv_counts: list[int]

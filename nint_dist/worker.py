@@ -20,7 +20,7 @@ from nint_dist.models import build_model
 from nint_dist.outputs import export_reconstruction
 from nint_dist.runlog import RunLog
 from nint_dist.samplers import Sampler, Selection, build_sampler
-from nint_dist.schedules import ratio_at
+from nint_dist.schedules import num_selected, ratio_at
 from nint_dist.selection import balanced_bounds, ddp_scaled_loss
 from nint_dist.shard import Shard, ShardContext, load_shard
 from nint_dist.signal import flat_to_coords, from_unit, open_signal, shard_rows, to_unit
@@ -77,7 +77,13 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(len(self.spec.grid), self.spec.channels, cfg.model).to(rt.device, self.dtype)
         self.update_model = wrap_for_update(self.model, rt)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.train.lr, fused=rt.device.type == "cuda"
+        )
+        self.compile_seconds = 0.0
+        if cfg.train.compile:
+            self.update_model = torch.compile(self.update_model)
+            self.compile_seconds = self._warm_up()
         self.sampler: Sampler = build_sampler(cfg.sampler)
         self.ctx = ShardContext(
             self.model, self.shard, self.comm, cfg.sampler.chunk, cfg.train.seed, cfg.train.steps
@@ -85,6 +91,18 @@ class Trainer:
         self.log = RunLog(cfg.run.dir, cfg.log.tensorboard, cfg.log.save_selection) if rt.rank == 0 else None
         self.step = 0
         self.train_seconds = 0.0
+
+    def _warm_up(self) -> float:
+        """Compile the training graph off the training clock: one forward/backward on a batch of
+        the first step's size, gradients discarded, parameters untouched. Collective (DDP)."""
+        t0 = time.perf_counter()
+        k = num_selected(self.cfg.sampler.ratio, self.spec.num_points)
+        lo, hi = balanced_bounds(k, self.rt.world_size, self.rt.rank)
+        coords = self.shard.coords(0, min(hi - lo, self.shard.size))
+        self.update_model(coords).pow(2).mean().backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        _sync(self.rt.device)
+        return time.perf_counter() - t0
 
     def train_step(self) -> tuple[Selection, torch.Tensor, dict[str, float]]:
         """One optimizer step. Collective: every worker calls it every step."""
@@ -96,13 +114,15 @@ class Trainer:
         k = sel.indices.numel()
         bounds = [balanced_bounds(k, rt.world_size, r) for r in range(rt.world_size)]
         part = sel.indices[bounds[rt.rank][0] : bounds[rt.rank][1]]
-        stored = self.ctx.exchange_targets(part, bounds, sel.indices)
+        route = self.ctx.route(part, bounds, sel.indices)
+        stored = self.ctx.exchange_targets(route)
         _sync(device)
         t2 = time.perf_counter()
-        coords = flat_to_coords(part.to(device), self.spec, self.dtype)
-        loss = ddp_scaled_loss(
-            self.update_model(coords), to_unit(stored, self.spec, self.dtype), k, rt.world_size
-        )
+        coords = flat_to_coords(part, self.spec, self.dtype)
+        prediction = self.update_model(coords)
+        target = to_unit(stored, self.spec, self.dtype)
+        weights = None if sel.weights is None else sel.weights[bounds[rt.rank][0] : bounds[rt.rank][1]]
+        loss = ddp_scaled_loss(prediction, target, k, rt.world_size, weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -150,7 +170,7 @@ class Trainer:
             for key, value in split.items():
                 timings[key] += value
             if self.log is not None:
-                self.log.selection(self.step, sel.indices)
+                self.log.selection(self.step, sel.indices.cpu())
             finished = self.step >= cfg.train.steps or self.out_of_time()
             if finished or self.step % cfg.log.every == 0:
                 result = self.evaluate(loss)
@@ -175,6 +195,7 @@ class Trainer:
             "steps": self.step,
             "train_seconds": self.train_seconds,
             "ms_per_step": 1000.0 * self.train_seconds / max(self.step, 1),
+            "compile_seconds": self.compile_seconds,
             "workers": self.rt.world_size,
             "sampler": cfg.sampler.name,
             "num_points": self.spec.num_points,

@@ -17,13 +17,16 @@ class Selection:
     """One step's global selection: ascending global indices and how they were chosen."""
 
     indices: torch.Tensor
-    """int64 [k], ascending, on the CPU."""
+    """int64 [k], ascending, on the workers' device."""
     shares: dict[str, int] = field(default_factory=dict)
     """Number of indices contributed by each part (e.g. ntk / residual / random)."""
+    weights: torch.Tensor | None = None
+    """Optional per-sample loss weights [k] aligned with ``indices`` (importance-sampling
+    corrections); None trains on the plain mean."""
 
     @classmethod
     def from_parts(cls, **parts: torch.Tensor) -> "Selection":
-        indices = torch.sort(torch.cat([p.cpu() for p in parts.values()])).values
+        indices = torch.sort(torch.cat(list(parts.values()))).values
         return cls(indices, {name: int(p.numel()) for name, p in parts.items()})
 
 
@@ -33,9 +36,16 @@ class SelectionContext(Protocol):
 
     num_points: int
     total_steps: int
+    seed: int
 
-    def residual_l1(self) -> torch.Tensor:
+    def residual_l1(self, half: bool = False) -> torch.Tensor:
         """Local Σ_c |r| over this worker's shard, [n_local] (no communication)."""
+
+    def residual_l1_at(self, rows: torch.Tensor, half: bool = False) -> torch.Tensor:
+        """Σ_c |r| at some rows of this worker's shard, [len(rows)] (no communication)."""
+
+    def local_indices(self) -> torch.Tensor:
+        """Global indices of this worker's coordinates, [n_local]."""
 
     def ntk_scores(self) -> torch.Tensor:
         """Local NTK scores ‖(J Jᵀ r)_i‖² with the global v, [n_local]. Collective."""
@@ -47,6 +57,37 @@ class SelectionContext(Protocol):
 
     def random_picks(self, count: int, exclude: torch.Tensor, step: int) -> torch.Tensor:
         """``count`` uniform picks outside ``exclude`` from the (seed, step) generator."""
+
+    def arange(self) -> torch.Tensor:
+        """All global indices [N] on the workers' device."""
+
+    # Primitives of the baselines (int, egra, soft, evos, expansive). ``seed`` and ``spec`` are
+    # the run's seed and the signal's description.
+
+    def local_range(self) -> tuple[int, int]:
+        """[start, stop) of the global indices this worker owns (no communication)."""
+
+    def local_values(self, predicted: bool) -> torch.Tensor:
+        """This worker's targets, or f(x) without gradient, in [0, 1]: [n_local, C]."""
+
+    def halo(self, local: torch.Tensor, before: int, after: int, wrap: bool = False):
+        """``local`` [n_w, ...] extended along dim 0 by up to ``before`` entries of the workers
+        before and ``after`` of the workers after (cyclically if ``wrap``), as one process
+        holding the whole signal would see them. Returns (block, num_before, num_after). Collective."""
+
+    def global_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """Sum over workers (a new tensor). Collective."""
+
+    def global_max(self, value: float) -> float:
+        """Largest value over workers. Collective."""
+
+    def weighted_picks(
+        self, local_weights: torch.Tensor, count: int, exclude: torch.Tensor | None, step: int, salt: int
+    ) -> torch.Tensor:
+        """``count`` global indices drawn without replacement ∝ weights outside ``exclude``. Collective."""
+
+    def sample_stats(self, indices: torch.Tensor) -> torch.Tensor:
+        """[k, 2 + D] per global index: mean_c |r|, mean_c r², ∂(mean_c r²)/∂x. Collective."""
 
 
 class Sampler:

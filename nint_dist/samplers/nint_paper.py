@@ -52,11 +52,17 @@ class NintPaper(Sampler):
         ntk = self.ntk_cache[:count]
         residual_share = max(0.0, 1.0 - self.ntk_share - cfg.random_share)
         num_residual = min(int(count * residual_share), count - ntk.numel())
-        residual = ctx.global_topk(ctx.residual_l1(), num_residual, exclude=ntk)
+        residual = ctx.global_topk(self.residual_scores(ctx, step), num_residual, exclude=ntk)
         taken = torch.cat([ntk, residual])
         random = ctx.random_picks(count - taken.numel(), taken, step)
         self.last = Selection.from_parts(ntk=ntk, residual=residual, random=random)
         return self.last
+
+    def residual_scores(self, ctx: SelectionContext, step: int) -> torch.Tensor:
+        """Σ_c |r| of this worker's coordinates: a fresh forward pass over the shard, as the
+        reference code does at every re-selection."""
+        del step
+        return ctx.residual_l1()
 
     def state_dict(self) -> dict:
         return {

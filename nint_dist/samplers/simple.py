@@ -1,6 +1,5 @@
 """Full batch and uniform sampling: the two baselines every strategy is measured against."""
 
-import torch
 
 from nint_dist.samplers.base import Sampler, Selection, SelectionContext
 from nint_dist.schedules import num_selected, ratio_at, reselect_at
@@ -10,7 +9,7 @@ class FullBatch(Sampler):
     """Every coordinate, every step."""
 
     def select(self, ctx: SelectionContext, step: int) -> Selection:
-        return Selection.from_parts(all=torch.arange(ctx.num_points))
+        return Selection.from_parts(all=ctx.arange())
 
 
 class Uniform(Sampler):
@@ -26,7 +25,7 @@ class Uniform(Sampler):
         ratio = ratio_at(self.cfg.ratio_schedule, self.cfg.ratio, step, ctx.total_steps)
         count = num_selected(ratio, ctx.num_points)
         self.last = Selection.from_parts(
-            random=ctx.random_picks(count, torch.empty(0, dtype=torch.int64), step)
+            random=ctx.random_picks(count, ctx.arange()[:0], step)
         )
         return self.last
 

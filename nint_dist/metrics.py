@@ -50,3 +50,32 @@ def chamfer_distance(points_a, points_b) -> float:
     a_to_b = cKDTree(b).query(a)[0].mean()
     b_to_a = cKDTree(a).query(b)[0].mean()
     return float(0.5 * (a_to_b + b_to_a))
+
+
+def ssim(image_a, image_b, sigma: float = 1.5, radius: int = 5) -> float:
+    """Mean SSIM (Wang et al. 2004) of two images [H, W] or [H, W, C] with values in [0, 1]:
+    Gaussian window (σ = 1.5, 11×11), K1 = 0.01, K2 = 0.03, population covariances, averaged
+    over the positions where the window fits inside the image and over channels."""
+    import torch
+    import torch.nn.functional as F
+
+    a = torch.as_tensor(image_a, dtype=torch.float64)
+    b = torch.as_tensor(image_b, dtype=torch.float64)
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    a, b = a.permute(2, 0, 1)[:, None], b.permute(2, 0, 1)[:, None]  # [C, 1, H, W]
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    window = torch.exp(-(offsets**2) / (2 * sigma**2))
+    window = window / window.sum()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, window.view(1, 1, -1, 1))
+        return F.conv2d(x, window.view(1, 1, 1, -1))
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    ratio = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(ratio.mean())

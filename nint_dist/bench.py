@@ -11,9 +11,11 @@ training seconds). A run whose ``final.json`` exists is reused, so an interrupte
 import argparse
 import csv
 import json
+import os
 import platform
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,10 @@ import numpy as np
 from nint_dist.errors import UserError, run_cli
 
 THRESHOLDS_DB = (25.0, 30.0, 35.0)
+CLOCKS = {
+    "wall": "training seconds, wall clock, evaluation excluded",
+    "cpu": "CPU seconds of the training steps, evaluation excluded",
+}
 DEFAULT_DATA = Path("../shared/data")
 
 
@@ -37,6 +43,11 @@ class Preset:
     at_steps: list[int]
     at_seconds: list[float]
     note: str = ""
+    clock: str = "wall"
+    """Time axis: 'wall' (the Trainer's train_seconds, CUDA-synchronised) or 'cpu' (CPU seconds
+    of the training steps: on a shared CPU machine other processes then do not count)."""
+    threads: int | None = None
+    """torch threads for the runs (None: PyTorch's default)."""
 
 
 ALL_STRATEGIES = ["full", "uniform", "nint-paper", "nint", "int", "egra", "soft", "evos", "expansive"]
@@ -63,14 +74,15 @@ PRESETS: dict[str, Preset] = {
             "model.width=64",
             "train.lr=1e-3",
             "sampler.ratio=0.2",
-            "train.steps=3000",
-            "train.max_seconds=15",
+            "train.steps=300",
             "log.every=25",
         ],
-        at_steps=[50, 100, 200],
-        at_seconds=[2.0, 5.0, 10.0, 15.0],
-        note="images downscaled to 128 px on the long side; SIREN 4x64, Adam 1e-3, ratio 0.2;"
-        " each run stops after 15 s of training or 3000 steps",
+        at_steps=[100, 200, 300],
+        at_seconds=[1.0, 2.0, 4.0],
+        note="images downscaled to 128 px on the long side; SIREN 4x64, Adam 1e-3, ratio 0.2, 300 steps;"
+        " one thread, time in CPU seconds of the training steps",
+        clock="cpu",
+        threads=1,
     ),
     "gpu-paper": Preset(
         signals={
@@ -133,7 +145,7 @@ def summarise(runs: list[dict], preset: Preset) -> dict:
     for by_strategy in table.values():
         for cell in by_strategy.values():
             seeds = cell.pop("runs")
-            curves = [(r["curve"]["train_seconds"], r["curve"]["step"], r["curve"]["psnr"]) for r in seeds]
+            curves = [(r["curve"]["seconds"], r["curve"]["step"], r["curve"]["psnr"]) for r in seeds]
             cell["seeds"] = len(seeds)
             cell["ms_per_step"] = float(np.mean([r["ms_per_step"] for r in seeds]))
             cell["final_psnr"] = float(np.mean([r["curve"]["psnr"][-1] for r in seeds]))
@@ -190,7 +202,7 @@ def machine() -> str:
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name(0)
     else:
-        device = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+        device = f"{platform.machine()} CPU, {os.cpu_count()} cores"
     return f"{device}; PyTorch {torch.__version__}; Python {platform.python_version()}"
 
 
@@ -225,8 +237,17 @@ def bench_trainer_class():
     from nint_dist.worker import Trainer
 
     class BenchTrainer(Trainer):
+        cpu_seconds = 0.0
+
+        def train_step(self):
+            start = time.process_time()
+            out = super().train_step()
+            self.cpu_seconds += time.process_time() - start
+            return out
+
         def evaluate(self, loss):
             result = super().evaluate(loss)
+            result["cpu_seconds"] = self.cpu_seconds
             s = self.shard
             if len(self.spec.grid) == 2 and self.rt.world_size == 1:
                 predicted = scoring.predict(self.model, s.coords, s.size, self.cfg.sampler.chunk)
@@ -239,7 +260,15 @@ def bench_trainer_class():
     return BenchTrainer
 
 
-def run_one(store: Path, run_dir: Path, strategy: str, seed: int, overrides: list[str], device: str) -> dict:
+def run_one(
+    store: Path,
+    run_dir: Path,
+    strategy: str,
+    seed: int,
+    overrides: list[str],
+    device: str,
+    clock: str = "wall",
+) -> dict:
     """One fit through the Trainer; returns its curve from metrics.jsonl and its final.json."""
     import torch
 
@@ -267,21 +296,30 @@ def run_one(store: Path, run_dir: Path, strategy: str, seed: int, overrides: lis
         bench_trainer_class()(cfg, Runtime(0, 1, torch.device("cuda" if use_cuda else "cpu"))).fit()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     final = json.loads((run_dir / "final.json").read_text())
-    curve = {key: [row.get(key) for row in rows] for key in ("step", "train_seconds", "psnr", "ssim")}
-    return {"ms_per_step": final["ms_per_step"], "final": final, "curve": curve}
+    curve = {
+        key: [row.get(key) for row in rows]
+        for key in ("step", "train_seconds", "cpu_seconds", "psnr", "ssim")
+    }
+    curve["seconds"] = curve["cpu_seconds" if clock == "cpu" else "train_seconds"]
+    ms_per_step = 1000.0 * curve["seconds"][-1] / max(curve["step"][-1], 1)
+    return {"ms_per_step": ms_per_step, "final": final, "curve": curve}
 
 
 def write_csv(runs: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["signal", "strategy", "seed", "step", "train_seconds", "psnr", "ssim"])
+        writer.writerow(
+            ["signal", "strategy", "seed", "step", "train_seconds", "cpu_seconds", "psnr", "ssim"]
+        )
         for run in runs:
             c = run["curve"]
-            for row in zip(c["step"], c["train_seconds"], c["psnr"], c["ssim"], strict=True):
+            for row in zip(
+                c["step"], c["train_seconds"], c["cpu_seconds"], c["psnr"], c["ssim"], strict=True
+            ):
                 writer.writerow([run["signal"], run["strategy"], run["seed"], *row])
 
 
-def plot(runs: list[dict], folder: Path) -> list[Path]:
+def plot(runs: list[dict], folder: Path, clock: str = "wall") -> list[Path]:
     """One figure per signal: PSNR and SSIM against steps and against training seconds; one line
     per strategy (mean over seeds), the band between the seeds' lowest and highest values."""
     import matplotlib
@@ -295,7 +333,7 @@ def plot(runs: list[dict], folder: Path) -> list[Path]:
         for strategy in dict.fromkeys(r["strategy"] for r in runs if r["signal"] == signal):
             group = [r["curve"] for r in runs if r["signal"] == signal and r["strategy"] == strategy]
             for row, metric in enumerate(("psnr", "ssim")):
-                for col, axis in enumerate(("step", "train_seconds")):
+                for col, axis in enumerate(("step", "seconds")):
                     end = min(c[axis][-1] for c in group)
                     grid = np.linspace(min(c[axis][0] for c in group), end, 200)
                     ys = np.array([np.interp(grid, c[axis], c[metric]) for c in group])
@@ -303,7 +341,7 @@ def plot(runs: list[dict], folder: Path) -> list[Path]:
                     (line,) = ax.plot(grid, ys.mean(0), label=strategy)
                     ax.fill_between(grid, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
         for row, metric in enumerate(("PSNR (dB)", "SSIM")):
-            for col, axis in enumerate(("optimizer steps", "training seconds (evaluation excluded)")):
+            for col, axis in enumerate(("optimizer steps", CLOCKS[clock])):
                 axes[row, col].set_xlabel(axis)
                 axes[row, col].set_ylabel(metric)
                 axes[row, col].grid(alpha=0.3)
@@ -323,6 +361,11 @@ def bench(args: argparse.Namespace) -> int:
     from nint_dist.samplers import SAMPLERS
 
     preset = PRESETS[args.preset]
+    threads = args.threads or preset.threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     strategies = args.strategies or [s for s in preset.strategies if s in SAMPLERS]
     unknown = [s for s in strategies if s not in SAMPLERS]
     if unknown:
@@ -349,7 +392,12 @@ def bench(args: argparse.Namespace) -> int:
             warmup,
             "uniform",
             0,
-            [*overrides, f"train.steps={args.warmup_steps}", f"log.every={args.warmup_steps}"],
+            [
+                *overrides,
+                f"train.steps={args.warmup_steps}",
+                f"log.every={args.warmup_steps}",
+                "train.max_seconds=null",
+            ],
             args.device,
         )
         shutil.rmtree(warmup)
@@ -364,6 +412,7 @@ def bench(args: argparse.Namespace) -> int:
                 seed,
                 overrides,
                 args.device,
+                preset.clock,
             )
             runs.append({"signal": label, "strategy": strategy, "seed": seed, **result})
 
@@ -375,14 +424,17 @@ def bench(args: argparse.Namespace) -> int:
         "machine": machine(),
         "seeds": seeds,
         "overrides": overrides,
+        "clock": preset.clock,
+        "threads": threads,
     }
     (out / "results.json").write_text(json.dumps({**meta, "summary": table, "runs": runs}, indent=1) + "\n")
     write_csv(runs, out / "curves.csv")
-    figures = plot(runs, out)
+    figures = plot(runs, out, preset.clock)
     header = (
         f"Preset `{args.preset}` ({preset.note}). Machine: {meta['machine']}.\n"
         f"Command: `{command}`. Seeds: {', '.join(map(str, seeds))}; entries are means over seeds.\n"
-        f"Settings: {' '.join(overrides)}.\n\n"
+        f"Settings: {' '.join(overrides)}. Time axis: {CLOCKS[preset.clock]}"
+        f"{f'; torch threads: {threads}' if threads else ''}.\n\n"
     )
     (out / "tables.md").write_text(header + markdown_tables(table, preset))
     print(f"tables:  {out / 'tables.md'}\ncurves:  {out / 'curves.csv'}, {out / 'results.json'}")
@@ -403,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further config overrides")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of the test signals")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads (default: the preset's)")
     parser.add_argument("--warmup-steps", type=int, default=5, help="untimed warm-up fit first (0: none)")
     parser.add_argument("--out", help="output folder (default: bench-PRESET); finished runs are reused")
     args = parser.parse_args(argv)

@@ -29,7 +29,7 @@ def test_value_at_is_none_outside_the_curve():
 
 def _run(strategy, seed, seconds, psnr):
     steps = [10 * (i + 1) for i in range(len(seconds))]
-    curve = {"step": steps, "train_seconds": seconds, "psnr": psnr, "ssim": [0.5] * len(psnr)}
+    curve = {"step": steps, "seconds": seconds, "psnr": psnr, "ssim": [0.5] * len(psnr)}
     return {"signal": "img", "strategy": strategy, "seed": seed, "ms_per_step": 2.0 * seed, "curve": curve}
 
 
@@ -84,6 +84,8 @@ def test_bench_runs_strategies_through_the_trainer(shared_data, tmp_path):
         curve = run["curve"]
         assert curve["step"] == [3, 6]
         assert curve["train_seconds"][-1] == pytest.approx(final["train_seconds"])  # evaluation off the clock
+        assert curve["seconds"] == curve["train_seconds"]  # the smoke preset times on the wall clock
+        assert 0 < curve["cpu_seconds"][0] < curve["cpu_seconds"][1]
         assert curve["psnr"][-1] == pytest.approx(psnr_from_mse(final["mse"]))
         assert all(0 < s < 1 for s in curve["ssim"])
     with open(out / "curves.csv") as f:

@@ -87,7 +87,7 @@ class SamplerConfig:
     pool_factor: float = 3.0
     """nint: residuals are ranked over a fresh uniform pool of about pool_factor·k coordinates per
     re-selection (k = the batch size); 0 ranks all N, as nint-paper does."""
-    score_precision: str = "half"
+    score_precision: str = "full"
     """nint: 'half' ranks residuals in float16 on GPUs (training stays in full precision; ignored on
     CPUs); 'full' ranks in the training dtype."""
     edge_low: float = 30.0

@@ -66,13 +66,14 @@ def probe_step(store: str, run_dir: str, layers: int, width: int, chunk: int, st
     overrides = [f"data.path={store}", f"run.dir={run_dir}", "run.backend=local", "log.tensorboard=false",
                  f"model.layers={layers}", f"model.width={width}", f"sampler.chunk={chunk}",
                  f"train.steps={steps}", "sampler.name=nint-paper"]  # fmt: skip
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     trainer = Trainer(load_config(None, overrides), Runtime(0, 1, torch.device("cpu")))
     base = max_rss_bytes()
     t0 = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
     return {
-        "shard_bytes": trainer.shard.values.numel(),
+        "shard_bytes": trainer.shard.values.numel() * trainer.shard.values.element_size(),
         "step_s": (time.perf_counter() - t0) / steps,
         "rss_after_setup_bytes": base,
         "max_rss_bytes": max_rss_bytes(),

@@ -32,6 +32,9 @@ class DataConfig:
     ``.npy``, WAV or an OBJ mesh (see ``python -m nint_dist.ingest``)."""
     resolution: int = 128
     """OBJ meshes: grid points per axis of the signed-distance volume."""
+    source: str = ""
+    """Set by launch: the input the run was started from (data.path then points at the signal
+    store the run trains on). A resumed run must name the same input."""
 
 
 @dataclass

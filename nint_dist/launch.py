@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+from nint_dist.checkpoint import FOLDER as CHECKPOINT_FOLDER
 from nint_dist.config import Config, load_config, to_yaml
 from nint_dist.errors import UserError, run_cli
 from nint_dist.ingest import load_source, write_signal
@@ -52,6 +53,62 @@ def is_store_url(path: str) -> bool:
     return "://" in path
 
 
+# What a resumed run may change: how long it runs, where and how it is watched. Anything else
+# (the input, the model, the sampler, the seed, precision, learning rate) makes a different run.
+RESUMABLE_CHANGES = (
+    "train.steps",
+    "train.max_seconds",
+    "train.workers",
+    "train.device",
+    "train.checkpoint_every",
+    "train.collective_timeout_s",
+    "train.compile",
+    "log.",
+    "run.",
+    "data.path",
+)
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def prepare_resume(cfg: Config, run_dir: Path) -> int:
+    """Check that ``cfg`` continues the run in ``run_dir``; point it at that run's signal and
+    drop metrics logged after the checkpoint it resumes from. Returns that checkpoint's step."""
+    from nint_dist import checkpoint
+
+    previous = load_config(run_dir / "config.yaml", [])
+    before, now = _flatten(previous.to_dict()), _flatten(cfg.to_dict())
+    for key in sorted(before):
+        if before[key] != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
+            raise UserError(
+                f"run directory {run_dir} holds a run with {key}={before[key]!r}, not {now.get(key)!r}:"
+                " resume it with the same settings or choose another run.dir"
+            )
+    latest = checkpoint.latest(run_dir)
+    if latest is None:
+        raise UserError(
+            f"run directory {run_dir} holds a run without a checkpoint to resume; choose another run.dir"
+        )
+    step = int(checkpoint.load(latest)["step"])
+    _, spec = open_signal(previous.data.path)
+    shard_rows(spec, cfg.train.workers, 0)
+    cfg.data.path = previous.data.path
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        lines = metrics.read_text().splitlines(keepends=True)
+        metrics.write_text("".join(line for line in lines if json.loads(line)["step"] <= step))
+    (run_dir / "final.json").unlink(missing_ok=True)
+    return step
+
+
 def prepare_run_dir(cfg: Config) -> Path:
     run_dir = Path(cfg.run.dir)
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -65,15 +122,21 @@ def prepare_run_dir(cfg: Config) -> Path:
 
 def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int:
     cfg = load_config(config_path, overrides)
-    array, spec = resolve_signal(cfg)
-    shard_rows(spec, cfg.train.workers, 0)  # raises if the signal cannot be split this way
-    run_dir = prepare_run_dir(cfg)
+    cfg.data.source = cfg.data.path if is_store_url(cfg.data.path) else str(Path(cfg.data.path).resolve())
+    run_dir = Path(cfg.run.dir)
+    if (run_dir / "config.yaml").exists():
+        resume_step = prepare_resume(cfg, run_dir)
+        print(f"resuming {run_dir} from step {resume_step}", file=sys.stderr)
+    else:
+        array, spec = resolve_signal(cfg)
+        shard_rows(spec, cfg.train.workers, 0)  # raises if the signal cannot be split this way
+        run_dir = prepare_run_dir(cfg)
+        if array is not None:
+            write_signal(array, spec, run_dir / "signal.zarr")
+            cfg.data.path = str((run_dir / "signal.zarr").resolve())
+        elif not is_store_url(cfg.data.path):
+            cfg.data.path = str(Path(cfg.data.path).resolve())
     cfg.run.dir = str(run_dir.resolve())
-    if array is not None:
-        write_signal(array, spec, run_dir / "signal.zarr")
-        cfg.data.path = str(run_dir / "signal.zarr")
-    elif not is_store_url(cfg.data.path):
-        cfg.data.path = str(Path(cfg.data.path).resolve())
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
     with Progress(run_dir, cfg.train.steps, enabled=cfg.log.progress):
@@ -133,8 +196,8 @@ def run_on_ray(cfg: Config, verbose: bool) -> None:
             backend="nccl" if use_gpu else "gloo", timeout_s=int(cfg.train.collective_timeout_s)
         ),
         run_config=RunConfig(
-            name="ray_train",
-            storage_path=str(Path(cfg.run.dir) / "ray"),
+            name=CHECKPOINT_FOLDER,  # Ray Train copies reported checkpoints into RUN_DIR/checkpoints
+            storage_path=cfg.run.dir,
             failure_config=FailureConfig(max_failures=0),
         ),
     )

@@ -22,43 +22,36 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class RunLog:
     """Files of one run, written by worker 0."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool, save_selection: bool):
+    def __init__(self, run_dir: str | Path, tensorboard: bool, save_selection: bool, purge_step: int = 0):
         self.dir = Path(run_dir)
         self.save_selection = save_selection
         self._metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
-        self._writer = None
+        self.writer = None
+        """The TensorBoard SummaryWriter (None when TensorBoard is off). On a resumed run,
+        events from ``purge_step`` on, written before the interruption, are discarded."""
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.dir / "tensorboard"))
+            self.writer = SummaryWriter(log_dir=str(self.dir / "tensorboard"), purge_step=purge_step or None)
         if save_selection:
             (self.dir / "selection").mkdir(exist_ok=True)
 
     def metrics(self, row: dict) -> None:
         self._metrics.write(json.dumps(row) + "\n")
-        if self._writer is not None:
+        if self.writer is not None:
             step = row["step"]
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)) and np.isfinite(value):
-                    self._writer.add_scalar(key.replace(".", "/"), value, step)
+                    self.writer.add_scalar(key.replace(".", "/"), value, step)
 
     def selection(self, step: int, indices: torch.Tensor) -> None:
         if self.save_selection:
             np.save(self.dir / "selection" / f"step_{step:06d}.npy", indices.numpy())
-
-    def checkpoint(self, step: int, state: dict) -> Path:
-        folder = self.dir / "checkpoints"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"step_{step:06d}.pt"
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return path
 
     def final(self, summary: dict) -> None:
         atomic_write_bytes(self.dir / "final.json", (json.dumps(summary, indent=2) + "\n").encode())
 
     def close(self) -> None:
         self._metrics.close()
-        if self._writer is not None:
-            self._writer.close()
+        if self.writer is not None:
+            self.writer.close()

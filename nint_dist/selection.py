@@ -53,23 +53,6 @@ def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> 
     return torch.Generator(device=device).manual_seed(mixed)
 
 
-def _mix64(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64's finaliser on int64 tensors (wrapping arithmetic, logical shifts)."""
-    for shift, mult in ((30, -4658895280553007687), (27, -7723592293110705685)):
-        x = x ^ ((x >> shift) & ((1 << (64 - shift)) - 1))
-        x = x * mult
-    return x ^ ((x >> 31) & ((1 << 33) - 1))
-
-
-def hashed_uniform(indices: torch.Tensor, seed: int, step: int) -> torch.Tensor:
-    """A uniform number in (0, 1) per global index, a pure function of (seed, step, index):
-    random draws that every worker computes for its own coordinates, whatever the sharding."""
-    key = _mix64(torch.tensor((int(seed) * 1_000_003 + int(step)) & ((1 << 62) - 1), dtype=torch.int64))
-    bits = _mix64(indices.to(torch.int64) * -7046029254386353131 + key.to(indices.device))
-    mantissa = (bits >> 11) & ((1 << 53) - 1)
-    return (mantissa.to(torch.float64) + 0.5) / float(1 << 53)
-
-
 def random_picks(
     num_points: int, count: int, exclude: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:

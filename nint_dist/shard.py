@@ -7,6 +7,8 @@ all-reduce of v for NTK scores, an all-gather of local top-k lists merged canoni
 random picks from a (seed, step) generator that every worker evaluates identically.
 """
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,22 +80,41 @@ class ShardContext:
         self.total_steps = total_steps
         self.num_points = shard.spec.num_points
         self.starts = shard_starts(shard.spec, comm.world_size)
+        self.score_seconds = 0.0
+        """Time spent in scoring passes (residuals, NTK), accumulated; the rest of a sampler's
+        time is selection bookkeeping."""
+        self.last_scores: dict[str, torch.Tensor] = {}
+        """The latest local scores of each kind, for TensorBoard histograms."""
+
+    def _timed(self, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        start = time.perf_counter()
+        scores = compute()
+        if scores.is_cuda:
+            torch.cuda.synchronize(scores.device)
+        self.score_seconds += time.perf_counter() - start
+        self.last_scores[name] = scores
+        return scores
 
     def residual_l1(self, half: bool = False) -> torch.Tensor:
         s = self.shard
-        return scoring.residual_l1(self.model, s.coords, s.targets, s.size, self.chunk, half)
+        return self._timed(
+            "residual", lambda: scoring.residual_l1(self.model, s.coords, s.targets, s.size, self.chunk, half)
+        )
 
     def residual_l1_at(self, rows: torch.Tensor, half: bool = False) -> torch.Tensor:
         """Σ_c |r| at some rows of this worker's shard, [len(rows)] (no communication)."""
         s = self.shard
         flat = rows + s.start
-        return scoring.residual_l1(
-            self.model,
-            lambda lo, hi: flat_to_coords(flat[lo:hi], s.spec, s.dtype),
-            lambda lo, hi: to_unit(s.values[rows[lo:hi]], s.spec, s.dtype),
-            rows.numel(),
-            self.chunk,
-            half,
+        return self._timed(
+            "residual_pool",
+            lambda: scoring.residual_l1(
+                self.model,
+                lambda lo, hi: flat_to_coords(flat[lo:hi], s.spec, s.dtype),
+                lambda lo, hi: to_unit(s.values[rows[lo:hi]], s.spec, s.dtype),
+                rows.numel(),
+                self.chunk,
+                half,
+            ),
         )
 
     def local_indices(self) -> torch.Tensor:
@@ -102,9 +123,13 @@ class ShardContext:
 
     def ntk_scores(self) -> torch.Tensor:
         s = self.shard
-        v = scoring.residual_vjp(self.model, s.coords, s.targets, s.size, self.chunk)
-        self.comm.all_reduce_sum_(list(v.values()))
-        return scoring.ntk_scores(self.model, v, s.coords, s.size, self.chunk)
+
+        def compute() -> torch.Tensor:
+            v = scoring.residual_vjp(self.model, s.coords, s.targets, s.size, self.chunk)
+            self.comm.all_reduce_sum_(list(v.values()))
+            return scoring.ntk_scores(self.model, v, s.coords, s.size, self.chunk)
+
+        return self._timed("ntk", compute)
 
     def arange(self) -> torch.Tensor:
         return torch.arange(self.num_points, device=self.shard.device)
@@ -119,6 +144,10 @@ class ShardContext:
             keep = ~selection.isin_sorted(indices, torch.sort(exclude).values)
             scores, indices = scores[keep], indices[keep]
         scores, indices = selection.topk_canonical(scores, indices, k)
+        if not self.comm.distributed:  # the local canonical top-k is the global one
+            if indices.numel() < k:
+                raise ValueError(f"asked for {k} picks but only {indices.numel()} candidates remain")
+            return indices
         all_scores = self.comm.all_gather_padded(scores, k, float("-inf"))
         all_indices = self.comm.all_gather_padded(indices, k, -1)
         valid = all_indices >= 0

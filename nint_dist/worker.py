@@ -5,18 +5,23 @@ A step reads: score and select (collective) → split the selection evenly → e
 (all-to-all) → forward/backward on this worker's part (DDP all-reduce) → update → metrics.
 """
 
+import resource
+import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from nint_dist import scoring
+from nint_dist import checkpoint, scoring
 from nint_dist.comm import Comm
 from nint_dist.config import Config, from_dict
 from nint_dist.metrics import psnr_from_mse
 from nint_dist.models import build_model
+from nint_dist.monitor import ImageMonitor, log_histograms
 from nint_dist.outputs import export_reconstruction
 from nint_dist.runlog import RunLog
 from nint_dist.samplers import Sampler, Selection, build_sampler
@@ -30,19 +35,27 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclass
 class Runtime:
-    """Where this worker sits in the group."""
+    """Where this worker sits in the group, and how a checkpoint reaches storage."""
 
     rank: int
     world_size: int
     device: torch.device
+    report_checkpoint: Callable[[Path | None, str, dict], None] | None = None
+    """Ray Train: hand a checkpoint folder written by worker 0 (None on other workers) to
+    ``ray.train.report``, which copies it to ``RUN_DIR/checkpoints/NAME``. Collective. None for
+    the local backend, which writes the folder in place."""
 
 
 def ray_runtime() -> Runtime:
     import ray.train
     import ray.train.torch
 
+    def report(folder: Path | None, name: str, metrics: dict) -> None:
+        checkpoint = None if folder is None else ray.train.Checkpoint.from_directory(str(folder))
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+
     ctx = ray.train.get_context()
-    return Runtime(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+    return Runtime(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), report)
 
 
 def train_worker(config: dict) -> None:
@@ -88,9 +101,20 @@ class Trainer:
         self.ctx = ShardContext(
             self.model, self.shard, self.comm, cfg.sampler.chunk, cfg.train.seed, cfg.train.steps
         )
-        self.log = RunLog(cfg.run.dir, cfg.log.tensorboard, cfg.log.save_selection) if rt.rank == 0 else None
         self.step = 0
         self.train_seconds = 0.0
+        self.part_sizes = 0
+        resumed = checkpoint.latest(cfg.run.dir)
+        if resumed is not None:
+            self.restore(checkpoint.load(resumed, rt.device))
+        self.log = None
+        self.monitor = None
+        if rt.rank == 0:
+            self.log = RunLog(
+                cfg.run.dir, cfg.log.tensorboard, cfg.log.save_selection, purge_step=self.step + 1
+            )
+            if cfg.log.tensorboard and len(self.spec.grid) == 2:
+                self.monitor = ImageMonitor(self.array, self.spec, rt.device, self.dtype, cfg.sampler.chunk)
 
     def _warm_up(self) -> float:
         """Compile the training graph off the training clock: one forward/backward on a batch of
@@ -108,9 +132,11 @@ class Trainer:
         """One optimizer step. Collective: every worker calls it every step."""
         rt, device = self.rt, self.rt.device
         t0 = time.perf_counter()
+        score_before = self.ctx.score_seconds
         sel = self.sampler.select(self.ctx, self.step)
         _sync(device)
         t1 = time.perf_counter()
+        score_s = self.ctx.score_seconds - score_before
         k = sel.indices.numel()
         bounds = [balanced_bounds(k, rt.world_size, r) for r in range(rt.world_size)]
         part = sel.indices[bounds[rt.rank][0] : bounds[rt.rank][1]]
@@ -128,22 +154,42 @@ class Trainer:
         self.optimizer.step()
         _sync(device)
         t3 = time.perf_counter()
+        self.part_sizes += part.numel()
         self.step += 1
         self.train_seconds += t3 - t0
-        return sel, loss.detach(), {"score_select_s": t1 - t0, "exchange_s": t2 - t1, "train_s": t3 - t2}
+        split = {"score_s": score_s, "select_s": t1 - t0 - score_s, "exchange_s": t2 - t1, "train_s": t3 - t2}
+        return sel, loss.detach(), split
 
     def evaluate(self, loss: torch.Tensor) -> dict[str, float]:
-        """Global MSE/PSNR over the whole signal and the mean training loss. Collective."""
-        s = self.shard
-        stats = torch.stack(
+        """Global MSE/PSNR over the whole signal, the mean training loss, and each worker's peak
+        memory, training seconds and samples trained on (load balance). Collective."""
+        s, world = self.shard, self.rt.world_size
+        per_worker = torch.zeros(3, world, dtype=torch.float64)
+        per_worker[:, self.rt.rank] = torch.tensor(
+            [peak_memory_bytes(self.rt.device), self.train_seconds, float(self.part_sizes)]
+        )
+        stats = torch.cat(
             [
-                scoring.squared_error_sum(self.model, s.coords, s.targets, s.size, self.cfg.sampler.chunk),
-                loss.double().cpu(),
+                scoring.squared_error_sum(
+                    self.model, s.coords, s.targets, s.size, self.cfg.sampler.chunk
+                ).view(1),
+                loss.double().cpu().view(1),
+                per_worker.view(-1),
             ]
         ).to(self.rt.device)
         self.comm.all_reduce_sum_([stats])
+        stats = stats.cpu()
         mse = float(stats[0]) / (self.spec.num_points * self.spec.channels)
-        return {"loss": float(stats[1]) / self.rt.world_size, "mse": mse, "psnr": psnr_from_mse(mse)}
+        memory, seconds, samples = stats[2:].view(3, world)
+        return {
+            "loss": float(stats[1]) / world,
+            "mse": mse,
+            "psnr": psnr_from_mse(mse),
+            "peak_memory_max_bytes": float(memory.max()),
+            **{f"memory/worker_{r}_bytes": float(memory[r]) for r in range(world)},
+            "balance_samples_max_over_mean": float(samples.max() / samples.mean().clamp_min(1)),
+            "balance_seconds_max_over_mean": float(seconds.max() / seconds.mean().clamp_min(1e-12)),
+        }
 
     def out_of_time(self) -> bool:
         """Same answer on every worker: the slowest worker's clock decides. Collective when a
@@ -152,42 +198,83 @@ class Trainer:
         return budget is not None and self.comm.all_reduce_max(self.train_seconds) >= budget
 
     def state(self) -> dict:
+        """Everything a resumed run needs to continue exactly as an uninterrupted one. Sampler
+        state is global (the same on every worker), so worker 0's copy is the run's."""
         return {
             "step": self.step,
             "train_seconds": self.train_seconds,
+            "part_sizes": self.part_sizes,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
         }
 
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.step = int(state["step"])
+        self.train_seconds = float(state["train_seconds"])
+        self.part_sizes = int(state.get("part_sizes", 0))
+
+    def save_checkpoint(self, metrics: dict) -> None:
+        """Worker 0 writes the state; under Ray Train it is reported (every worker reports, as
+        Ray requires) and Ray copies it into the run directory. Collective under Ray."""
+        name = checkpoint.step_name(self.step)
+        report = self.rt.report_checkpoint
+        if report is None:
+            if self.rt.rank == 0:
+                checkpoint.save_local(Path(self.cfg.run.dir), self.step, self.state())
+            return
+        folder = None
+        if self.rt.rank == 0:
+            folder = Path(tempfile.mkdtemp(prefix="nint-ckpt-"))
+            checkpoint.write_state(self.state(), folder)
+        try:
+            report(folder, name, {"step": self.step, **{k: v for k, v in metrics.items() if "/" not in k}})
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
     def fit(self) -> dict | None:
         cfg = self.cfg
-        timings = {"score_select_s": 0.0, "exchange_s": 0.0, "train_s": 0.0}
+        timings = {"score_s": 0.0, "select_s": 0.0, "exchange_s": 0.0, "train_s": 0.0}
+        since_log = {"samples": 0, "seconds": 0.0}
         result: dict[str, float] = {}
         while self.step < cfg.train.steps:
             sel, loss, split = self.train_step()
             for key, value in split.items():
                 timings[key] += value
+            since_log["samples"] += sel.indices.numel()
+            since_log["seconds"] += sum(split.values())
             if self.log is not None:
                 self.log.selection(self.step, sel.indices.cpu())
+            if self.monitor is not None:
+                self.monitor.add_selection(sel.indices)
             finished = self.step >= cfg.train.steps or self.out_of_time()
             if finished or self.step % cfg.log.every == 0:
                 result = self.evaluate(loss)
+                result["samples_per_s"] = since_log["samples"] / max(since_log["seconds"], 1e-12)
+                since_log = {"samples": 0, "seconds": 0.0}
                 if self.log is not None:
+                    if self.monitor is not None:
+                        result.update(self.monitor.log(self.log.writer, self.step, self.model))
+                    if self.log.writer is not None:
+                        log_histograms(self.log.writer, self.step, self.ctx.last_scores)
                     self.log.metrics(self._row(sel, result, timings))
-            if (
-                self.log is not None
-                and cfg.train.checkpoint_every
-                and self.step % cfg.train.checkpoint_every == 0
-            ):
-                self.log.checkpoint(self.step, self.state())
+            if not finished and cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
+                self.save_checkpoint(result)
             if finished:
                 break
+        if not result:  # resumed at or past the last step: measure what the checkpoint holds
+            result = self.evaluate(torch.zeros((), device=self.rt.device))
         extra = self.write_reconstruction()
+        self.save_checkpoint(result)
         if self.log is None:
             return None
-        self.log.checkpoint(self.step, self.state())
         summary = {
             "psnr": result["psnr"],
             "mse": result["mse"],
@@ -199,6 +286,7 @@ class Trainer:
             "workers": self.rt.world_size,
             "sampler": cfg.sampler.name,
             "num_points": self.spec.num_points,
+            "peak_memory_max_bytes": result["peak_memory_max_bytes"],
             **{f"total_{k}": v for k, v in timings.items()},
             **extra,
         }
@@ -214,6 +302,7 @@ class Trainer:
             "step": self.step,
             **result,
             "train_seconds": self.train_seconds,
+            "lr": self.optimizer.param_groups[0]["lr"],
             "ratio": ratio,
             "num_selected": int(sel.indices.numel()),
             **{f"share_{name}": n / max(sel.indices.numel(), 1) for name, n in sel.shares.items()},
@@ -247,6 +336,14 @@ class Trainer:
         if self.rt.rank == 0:
             return export_reconstruction(self.spec, path, Path(self.cfg.run.dir), source=self.array)
         return {}
+
+
+def peak_memory_bytes(device: torch.device) -> float:
+    """Peak memory of this worker: the CUDA allocator's peak on a GPU, the process's peak
+    resident set on a CPU."""
+    if device.type == "cuda":
+        return float(torch.cuda.max_memory_allocated(device))
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024.0
 
 
 def run(cfg: Config, rt: Runtime) -> dict | None:

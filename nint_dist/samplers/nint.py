@@ -22,7 +22,7 @@ import torch
 
 from nint_dist.samplers.base import SelectionContext
 from nint_dist.samplers.nint_paper import NintPaper
-from nint_dist.selection import hashed_uniform
+from nint_dist.selection import index_uniforms
 
 _POOL_SALT = 0x5EED
 
@@ -34,7 +34,7 @@ class Nint(NintPaper):
             return ctx.residual_l1(half=half)
         indices = ctx.local_indices()
         pool_share = min(1.0, self.cfg.pool_factor * self.cfg.ratio)
-        rows = (hashed_uniform(indices, ctx.seed + _POOL_SALT, step) < pool_share).nonzero().squeeze(1)
+        rows = (index_uniforms(ctx.seed, step, _POOL_SALT, indices) < pool_share).nonzero().squeeze(1)
         scores = torch.full((indices.numel(),), float("-inf"), device=indices.device)
         scores[rows] = ctx.residual_l1_at(rows, half=half).float()
         return scores

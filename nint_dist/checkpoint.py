@@ -1,0 +1,79 @@
+"""Checkpoints of a run: ``RUN_DIR/checkpoints/step_NNNNNN/`` holding ``state.pt`` and its
+SHA-256. A checkpoint is written under a temporary name and renamed when complete (locally) or
+handed to Ray Train, which copies it into the same place; either way a torn or altered copy
+fails its checksum and the previous checkpoint is used instead, with a warning."""
+
+import hashlib
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+
+FOLDER = "checkpoints"
+STATE = "state.pt"
+CHECKSUM = "state.sha256"
+_NAME = re.compile(r"^step_(\d{6,})$")
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_state(state: dict, folder: Path) -> None:
+    """``state.pt`` and its checksum into an existing folder, flushed to disk."""
+    torch.save(state, folder / STATE)
+    with open(folder / STATE, "rb+") as f:
+        os.fsync(f.fileno())
+    (folder / CHECKSUM).write_text(_sha256(folder / STATE) + "\n")
+
+
+def save_local(run_dir: Path, step: int, state: dict) -> Path:
+    """Write a checkpoint atomically into ``run_dir/checkpoints`` (no Ray)."""
+    root = Path(run_dir) / FOLDER
+    root.mkdir(exist_ok=True)
+    final = root / step_name(step)
+    tmp = root / f".{step_name(step)}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write_state(state, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def is_valid(folder: Path) -> bool:
+    try:
+        return (folder / CHECKSUM).read_text().strip() == _sha256(folder / STATE)
+    except OSError:
+        return False
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint whose checksum holds; damaged newer ones are skipped with a warning."""
+    root = Path(run_dir) / FOLDER
+    if not root.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name)))
+    for _, folder in reversed(found):
+        if is_valid(folder):
+            return folder
+        warnings.warn(
+            f"checkpoint {folder.name} is damaged (missing or checksum mismatch); using an older one",
+            stacklevel=2,
+        )
+    return None
+
+
+def load(folder: Path, device: torch.device | str = "cpu") -> dict:
+    return torch.load(folder / STATE, map_location=device, weights_only=False)

@@ -1,0 +1,78 @@
+"""What worker 0 shows in TensorBoard besides scalars: a reconstruction preview, a heat map of
+where the selection fell since the last log, and histograms of the sampler's scores.
+
+The preview evaluates the INR itself on a strided grid (at most ``max_side`` pixels on the long
+side) — the parameters are the same on every worker, so no data moves. Its PSNR/SSIM against
+the stored signal on the same grid points are exact for images up to ``max_side`` pixels and a
+subsampled estimate above.
+"""
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from nint_dist.metrics import ssim
+from nint_dist.scoring import predict
+from nint_dist.signal import SignalSpec, flat_to_coords
+
+
+class ImageMonitor:
+    """Preview and selection heat map of a 2-D signal. Worker 0 only; no collectives."""
+
+    def __init__(
+        self,
+        array,
+        spec: SignalSpec,
+        device: torch.device,
+        dtype: torch.dtype,
+        chunk: int,
+        max_side: int = 1024,
+    ):
+        self.spec, self.device, self.dtype, self.chunk = spec, device, dtype, chunk
+        height, width = spec.grid
+        self.stride = max(1, math.ceil(max(height, width) / max_side))
+        rows = torch.arange(0, height, self.stride)
+        cols = torch.arange(0, width, self.stride)
+        self.shape = (rows.numel(), cols.numel())
+        self.flat = (rows[:, None] * width + cols[None, :]).reshape(-1).to(device)
+        lo, hi = spec.value_range
+        target = np.asarray(array[:: self.stride, :: self.stride], dtype=np.float64)
+        self.target = (target - lo) / (hi - lo)
+        self.heat = torch.zeros(self.shape[0] * self.shape[1], dtype=torch.float64)
+
+    def add_selection(self, indices: torch.Tensor) -> None:
+        width = self.spec.grid[1]
+        idx = indices.cpu()
+        cell = (idx // width // self.stride) * self.shape[1] + (idx % width) // self.stride
+        self.heat += torch.bincount(cell, minlength=self.heat.numel()).double()
+
+    def preview(self, model: nn.Module) -> np.ndarray:
+        coords = lambda lo, hi: flat_to_coords(self.flat[lo:hi], self.spec, self.dtype)  # noqa: E731
+        values = predict(model, coords, self.flat.numel(), self.chunk).double().clamp(0, 1).cpu().numpy()
+        return values.reshape(*self.shape, self.spec.channels)
+
+    def log(self, writer, step: int, model: nn.Module) -> dict[str, float]:
+        """Write the preview and the heat map (then reset it); return the preview's SSIM."""
+        image = self.preview(model)
+        writer.add_image("reconstruction", _to_rgb(image), step, dataformats="HWC")
+        heat = self.heat.reshape(self.shape).numpy()
+        heat = heat / heat.max() if heat.max() > 0 else heat
+        writer.add_image("selection_heatmap", heat[None].astype(np.float32), step, dataformats="CHW")
+        self.heat.zero_()
+        return {"ssim": ssim(image, self.target)}
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    channels = image.shape[-1]
+    if channels == 1:
+        return np.repeat(image, 3, axis=-1).astype(np.float32)
+    return image[..., :3].astype(np.float32)
+
+
+def log_histograms(writer, step: int, scores: dict[str, torch.Tensor]) -> None:
+    for name, values in scores.items():
+        finite = values[torch.isfinite(values)]
+        if finite.numel():
+            writer.add_histogram(f"scores/{name}", finite.float().cpu().numpy(), step)

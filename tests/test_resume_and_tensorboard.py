@@ -1,0 +1,125 @@
+"""Checkpoints through Ray Train: a resumed run makes the same selections and reaches the same
+parameters as an uninterrupted one; a damaged checkpoint is skipped; TensorBoard holds the
+promised tags."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nint_dist import checkpoint, launch
+
+COMMON = [
+    "model.layers=3",
+    "model.width=16",
+    "sampler.name=nint-paper",
+    "sampler.chunk=64",
+    "train.lr=1e-3",
+    "train.dtype=float64",
+    "train.workers=2",
+    "train.checkpoint_every=4",
+    "log.every=4",
+    "log.save_selection=true",
+    "log.progress=false",
+]
+
+
+def fit(signal: Path, run_dir: Path, steps: int, *extra: str) -> int:
+    return launch.main(
+        [
+            "configs/quickstart.yaml",
+            f"data.path={signal}",
+            f"run.dir={run_dir}",
+            f"train.steps={steps}",
+            *COMMON,
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(ray_session, tiny_signal_module, tmp_path_factory):
+    whole = tmp_path_factory.mktemp("whole") / "run"
+    resumed = tmp_path_factory.mktemp("resumed") / "run"
+    assert fit(tiny_signal_module, whole, 12) == 0
+    assert fit(tiny_signal_module, resumed, 6) == 0  # stops at 6; checkpoints at 4 and 6
+    assert fit(tiny_signal_module, resumed, 12, "train.workers=3") == 0  # resumes at 6 on 3 workers
+    return whole, resumed
+
+
+def params(run_dir: Path) -> torch.Tensor:
+    state = checkpoint.load(checkpoint.latest(run_dir))
+    return torch.cat([v.reshape(-1) for v in state["model"].values()])
+
+
+def test_resumed_run_matches_uninterrupted(runs):
+    whole, resumed = runs
+    for step in range(1, 13):
+        name = f"selection/step_{step:06d}.npy"
+        assert np.array_equal(np.load(whole / name), np.load(resumed / name)), step
+    a, b = params(whole), params(resumed)
+    assert ((a - b).norm() / a.norm()).item() < 1e-9
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 12
+    assert json.loads((resumed / "final.json").read_text())["steps"] == 12
+
+
+def test_checkpoints_are_in_the_run_directory_with_checksums(runs):
+    whole, _ = runs
+    names = sorted(p.name for p in (whole / "checkpoints").glob("step_*"))
+    assert names == ["step_000004", "step_000008", "step_000012"]
+    assert all(checkpoint.is_valid(whole / "checkpoints" / n) for n in names)
+
+
+def test_damaged_checkpoint_is_skipped_with_a_warning(runs, tmp_path):
+    whole, _ = runs
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(whole / "checkpoints", copy / "checkpoints")
+    state = copy / "checkpoints" / "step_000012" / checkpoint.STATE
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="step_000012 is damaged"):
+        assert checkpoint.latest(copy).name == "step_000008"
+
+
+def test_resume_refuses_a_different_run(runs, tiny_signal_module):
+    _, resumed = runs
+    before = sorted(p.name for p in resumed.iterdir())
+    assert fit(tiny_signal_module, resumed, 20, "model.width=32") == 2
+    assert sorted(p.name for p in resumed.iterdir()) == before
+
+
+def test_tensorboard_tags(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    whole, _ = runs
+    events = EventAccumulator(str(whole / "tensorboard"), size_guidance={"images": 0, "histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    for scalar in (
+        "loss",
+        "psnr",
+        "ssim",
+        "lr",
+        "ratio",
+        "share_ntk",
+        "share_residual",
+        "share_random",
+        "time_score_s",
+        "time_select_s",
+        "time_exchange_s",
+        "time_train_s",
+        "samples_per_s",
+        "memory/worker_0_bytes",
+        "memory/worker_1_bytes",
+        "balance_samples_max_over_mean",
+    ):
+        assert scalar in tags["scalars"], scalar
+    assert [e.step for e in events.Scalars("psnr")] == [4, 8, 12]
+    assert {"reconstruction", "selection_heatmap"} <= set(tags["images"])
+    assert any(t.startswith("scores/") for t in tags["histograms"])
+    image = events.Images("reconstruction")[-1]
+    assert (image.width, image.height) == (20, 24)

@@ -1,6 +1,5 @@
 """Full batch and uniform sampling: the two baselines every strategy is measured against."""
 
-
 from nint_dist.samplers.base import Sampler, Selection, SelectionContext
 from nint_dist.schedules import num_selected, ratio_at, reselect_at
 
@@ -24,9 +23,7 @@ class Uniform(Sampler):
             return self.last
         ratio = ratio_at(self.cfg.ratio_schedule, self.cfg.ratio, step, ctx.total_steps)
         count = num_selected(ratio, ctx.num_points)
-        self.last = Selection.from_parts(
-            random=ctx.random_picks(count, ctx.arange()[:0], step)
-        )
+        self.last = Selection.from_parts(random=ctx.random_picks(count, ctx.arange()[:0], step))
         return self.last
 
     def state_dict(self) -> dict:

@@ -1,0 +1,195 @@
+"""``python -m nint_dist.render RUN_DIR OUT [--scale S | --shape N,…] [--region A:B,…]``:
+evaluate a trained INR on any grid — the whole signal, a crop, or a super-resolved version —
+and write it as a zarr signal store (plus a PNG for images, when small enough).
+
+The output grid spans the region's first to last grid point of the original signal (the whole
+signal by default), with ``scale``× as many points per axis (or ``shape`` points), so scale 1
+reproduces the training grid exactly and scale 2 doubles the height and width. The grid is
+split into bands of whole output chunks; with ``--workers N`` the bands are rendered by N Ray
+tasks, each writing its own chunks (no two tasks touch one chunk).
+"""
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nint_dist.errors import UserError, run_cli
+from nint_dist.signal import ATTRS_KEY, SignalSpec, from_unit, open_signal
+
+
+def parse_region(text: str | None, grid: tuple[int, ...]) -> list[tuple[float, float]]:
+    """'A:B,C:D' in grid points of the original signal → [(first, last)] per axis (inclusive)."""
+    if not text:
+        return [(0.0, float(size - 1)) for size in grid]
+    parts = text.split(",")
+    if len(parts) != len(grid):
+        raise UserError(f"--region needs {len(grid)} ranges A:B separated by commas, got {text!r}")
+    region = []
+    for part, size in zip(parts, grid, strict=True):
+        try:
+            lo, hi = (float(v) for v in part.split(":"))
+        except ValueError:
+            raise UserError(f"--region range {part!r} is not of the form A:B") from None
+        if not 0 <= lo < hi <= size:
+            raise UserError(f"--region range {part!r} must satisfy 0 <= A < B <= {size}")
+        region.append((lo, hi - 1))
+    return region
+
+
+def output_shape(region, scale: float | None, shape: str | None) -> tuple[int, ...]:
+    if shape:
+        try:
+            dims = tuple(int(v) for v in shape.split(","))
+        except ValueError:
+            raise UserError(f"--shape {shape!r} is not a list of integers") from None
+        if len(dims) != len(region) or min(dims) < 1:
+            raise UserError(f"--shape needs {len(region)} positive sizes")
+        return dims
+    scale = 1.0 if scale is None else scale
+    if scale <= 0:
+        raise UserError("--scale must be positive")
+    return tuple(max(1, round((last - first + 1) * scale)) for first, last in region)
+
+
+def axis_coordinates(spec: SignalSpec, region, shape) -> list[torch.Tensor]:
+    """Coordinates along each output axis: ``n`` evenly spaced points from the region's first to
+    last original grid point, mapped into the signal's coordinate domain."""
+    axes = []
+    for (first, last), n, size, (lo, hi) in zip(region, shape, spec.grid, spec.domain, strict=True):
+        points = torch.linspace(first, last, n, dtype=torch.float64) if n > 1 else torch.tensor([first / 1.0])
+        step = (hi - lo) / (size - 1) if size > 1 else 0.0
+        axes.append(
+            lo + points * step if size > 1 else torch.full((n,), 0.5 * (lo + hi), dtype=torch.float64)
+        )
+    return axes
+
+
+def load_model(run_dir: Path, device: torch.device):
+    """The trained model and the run's config, from the newest valid checkpoint."""
+    from nint_dist import checkpoint
+    from nint_dist.config import load_config
+    from nint_dist.models import build_model
+
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml", [])
+    latest = checkpoint.latest(run_dir)
+    if latest is None:
+        raise UserError(f"{run_dir} holds no checkpoint to render")
+    state = checkpoint.load(latest, device)
+    _, spec = open_signal(cfg.data.path)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
+    model = build_model(len(spec.grid), spec.channels, cfg.model).to(device, dtype)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, spec, dtype
+
+
+def render_band(run_dir: str, out: str, region, shape, row_lo: int, row_hi: int, chunk: int) -> int:
+    """Evaluate output rows [row_lo, row_hi) and write them into the output store. Runs in this
+    process or as a Ray task. Returns the number of points written."""
+    import zarr
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg, spec, dtype = load_model(Path(run_dir), device)
+    axes = axis_coordinates(spec, region, shape)
+    first = axes[0][row_lo:row_hi]
+    grids = torch.meshgrid(first, *axes[1:], indexing="ij")
+    coords = torch.stack([g.reshape(-1) for g in grids], dim=-1).to(device, dtype)
+    with torch.no_grad():
+        values = torch.cat([model(coords[i : i + chunk]) for i in range(0, coords.shape[0], chunk)])
+    stored_dtype = zarr.open_array(out, mode="r").dtype
+    block = from_unit(values.double().cpu().numpy(), spec, stored_dtype)
+    zarr.open_array(out, mode="r+")[row_lo:row_hi] = block.reshape(row_hi - row_lo, *shape[1:], spec.channels)
+    return coords.shape[0]
+
+
+def render(
+    run_dir: Path,
+    out: Path,
+    scale: float | None,
+    shape: str | None,
+    region_text: str | None,
+    workers: int = 1,
+    chunk: int = 65536,
+) -> tuple[tuple[int, ...], SignalSpec]:
+    import zarr
+
+    from nint_dist.ingest import default_chunk_rows
+
+    if out.exists():
+        raise UserError(f"output {out} already exists; remove it or choose another path")
+    _, cfg, spec, _ = load_model(run_dir, torch.device("cpu"))
+    region = parse_region(region_text, spec.grid)
+    dims = output_shape(region, scale, shape)
+    stored = np.dtype(zarr.open_array(cfg.data.path, mode="r").dtype)
+    rows = default_chunk_rows((*dims, spec.channels), stored.itemsize)
+    out_spec = SignalSpec(
+        dims,
+        spec.channels,
+        spec.value_range,
+        tuple((float(a[0]), float(a[-1])) for a in axis_coordinates(spec, region, dims)),
+        rows,
+        spec.kind,
+    )
+    tmp = out.with_name(f".{out.name}.rendering")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
+    zarr.create_array(
+        store=str(tmp),
+        shape=(*dims, spec.channels),
+        chunks=(rows, *dims[1:], spec.channels),
+        dtype=stored,
+        zarr_format=3,
+        attributes={ATTRS_KEY: out_spec.to_attrs()},
+    )
+    bands = [(lo, min(lo + rows, dims[0])) for lo in range(0, dims[0], rows)]
+    if workers > 1:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(log_to_driver=False, include_dashboard=False, logging_level="WARNING")
+        task = ray.remote(render_band)
+        per_task = -(-len(bands) // workers)
+        groups = [bands[i : i + per_task] for i in range(0, len(bands), per_task)]
+        ray.get([task.remote(str(run_dir), str(tmp), region, dims, g[0][0], g[-1][1], chunk) for g in groups])
+    else:
+        for lo, hi in bands:
+            render_band(str(run_dir), str(tmp), region, dims, lo, hi, chunk)
+    tmp.rename(out)
+    if spec.kind == "image" and len(dims) == 2 and np.prod(dims) <= 1 << 26:
+        from PIL import Image
+
+        image = np.asarray(zarr.open_array(str(out), mode="r")[...])
+        if image.dtype != np.uint8:
+            image = (image.astype(np.float64) / spec.value_range[1] * 255).round().astype(np.uint8)
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(out.with_suffix(".png"))
+    return dims, spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nint_dist.render", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a run directory written by nint_dist.launch")
+    parser.add_argument("out", type=Path, help="output .zarr path (a .png is written beside it for images)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=float, default=None, help="points per original grid step (2 = 2x)")
+    size.add_argument("--shape", default=None, help="output points per axis, e.g. 2048,2048")
+    parser.add_argument("--region", default=None, help="crop in original grid points, e.g. 100:300,0:512")
+    parser.add_argument("--workers", type=int, default=1, help="Ray tasks rendering bands in parallel")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        dims, _ = render(args.run_dir, args.out, args.scale, args.shape, args.region, args.workers)
+        print(f"wrote {args.out}: grid {dims}")
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,6 +17,9 @@ def run_cli(main: Callable[[], int]) -> int:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # a failure during the run (e.g. a worker's error), not a user mistake
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

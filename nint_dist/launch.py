@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -109,10 +110,14 @@ def prepare_resume(cfg: Config, run_dir: Path) -> int:
     return step
 
 
+def check_run_dir_free(run_dir: Path) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"run directory {run_dir} already holds files; choose another run.dir")
+
+
 def prepare_run_dir(cfg: Config) -> Path:
     run_dir = Path(cfg.run.dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"run directory {run_dir} already holds files; choose another run.dir")
+    check_run_dir_free(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -125,11 +130,14 @@ def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int
     cfg.data.source = cfg.data.path if is_store_url(cfg.data.path) else str(Path(cfg.data.path).resolve())
     run_dir = Path(cfg.run.dir)
     if (run_dir / "config.yaml").exists():
+        use_gpu = prepare_backend(cfg, verbose)
         resume_step = prepare_resume(cfg, run_dir)
         print(f"resuming {run_dir} from step {resume_step}", file=sys.stderr)
     else:
         array, spec = resolve_signal(cfg)
         shard_rows(spec, cfg.train.workers, 0)  # raises if the signal cannot be split this way
+        check_run_dir_free(run_dir)
+        use_gpu = prepare_backend(cfg, verbose)
         run_dir = prepare_run_dir(cfg)
         if array is not None:
             write_signal(array, spec, run_dir / "signal.zarr")
@@ -143,7 +151,7 @@ def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int
         if cfg.run.backend == "local":
             run_local(cfg)
         else:
-            run_on_ray(cfg, verbose)
+            run_on_ray(cfg, use_gpu)
     print_summary(run_dir)
     return 0
 
@@ -154,20 +162,44 @@ def run_local(cfg: Config) -> None:
     from nint_dist.worker import Runtime, run
 
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
-    if cfg.train.device == "cuda" and device.type != "cuda":
-        raise UserError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
     run(cfg, Runtime(0, 1, device))
 
 
-def run_on_ray(cfg: Config, verbose: bool) -> None:
-    import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+def prepare_backend(cfg: Config, verbose: bool) -> bool:
+    """Make sure the workers can run, before anything is written. Returns whether they get GPUs."""
+    if cfg.run.backend == "ray":
+        return connect_ray(cfg, verbose)
+    import torch
 
-    from nint_dist.worker import train_worker
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
+    return cfg.train.device != "cpu" and torch.cuda.is_available()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a Ray address nothing listens at (ray.init would retry for minutes)."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    if address == "auto" or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start it or unset RAY_ADDRESS"
+        ) from None
+
+
+def connect_ray(cfg: Config, verbose: bool) -> bool:
+    """Start or join Ray and check it can hold the workers, before anything is written.
+    Returns whether the workers get GPUs."""
+    import ray
 
     workers = cfg.train.workers
     address = os.environ.get("RAY_ADDRESS")
+    if address and not ray.is_initialized():
+        check_reachable(address)
     if not ray.is_initialized():
         extra = (
             {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
@@ -186,6 +218,22 @@ def run_on_ray(cfg: Config, verbose: bool) -> None:
     # A running cluster may autoscale: its GPU nodes join once Ray Train asks for them.
     if use_gpu and gpus < workers and not address:
         raise UserError(f"train.device=cuda needs {workers} GPUs but the Ray cluster has {int(gpus)}")
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if not use_gpu and cpus < workers and not address:
+        raise UserError(
+            f"train.workers={workers} needs {workers} CPU slots but the Ray cluster has {int(cpus)};"
+            " lower train.workers or add nodes"
+        )
+    return use_gpu
+
+
+def run_on_ray(cfg: Config, use_gpu: bool) -> None:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from nint_dist.worker import train_worker
+
+    workers = cfg.train.workers
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=cfg.to_dict(),
@@ -250,22 +298,32 @@ class Progress:
                         offset += len(line)
                         row = json.loads(line)
                         bar.update(row["step"] - bar.n)
-                        bar.set_postfix(psnr=f"{row['psnr']:.2f}", loss=f"{row['loss']:.2e}")
+                        bar.set_postfix(
+                            psnr=f"{row['psnr']:.2f}", samples_per_s=f"{row.get('samples_per_s', 0):.3g}"
+                        )
             if stopping:
                 break
         bar.close()
 
 
 def print_summary(run_dir: Path) -> None:
+    """One screen: the final metrics, the time, and where everything is."""
     final = json.loads((run_dir / "final.json").read_text())
+    metrics = "  ".join(
+        f"{key} {final[key]:.4g}" for key in ("psnr", "ssim", "si_snr", "iou", "chamfer") if key in final
+    )
     lines = [
-        f"done: {final['steps']} steps, {final['train_seconds']:.1f} s of training, "
-        f"PSNR {final['psnr']:.2f} dB",
+        f"done: {final['steps']} steps on {final['workers']} worker(s), {final['train_seconds']:.1f} s of"
+        f" training ({final['ms_per_step']:.1f} ms/step), sampler {final['sampler']}",
+        f"final:           {metrics}",
         f"run directory:   {run_dir}",
     ]
-    if (run_dir / "reconstruction.png").exists():
-        lines.append(f"reconstruction:  {run_dir / 'reconstruction.png'}")
-    lines.append(f"metrics:         {run_dir / 'metrics.jsonl'}")
+    for name in ("reconstruction.png", "reconstruction.wav", "reconstruction.obj", "reconstruction.zarr"):
+        if (run_dir / name).exists():
+            lines.append(f"reconstruction:  {run_dir / name}")
+            break
+    lines.append(f"metrics:         {run_dir / 'metrics.jsonl'}  (summary: final.json)")
+    lines.append(f"checkpoints:     {run_dir / 'checkpoints'}  (launch again with this run.dir to resume)")
     if (run_dir / "tensorboard").exists():
         lines.append(f"TensorBoard:     tensorboard --logdir {run_dir / 'tensorboard'}")
     print("\n".join(lines))

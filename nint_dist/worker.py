@@ -287,6 +287,7 @@ class Trainer:
             "sampler": cfg.sampler.name,
             "num_points": self.spec.num_points,
             "peak_memory_max_bytes": result["peak_memory_max_bytes"],
+            **({"ssim": result["ssim"]} if "ssim" in result else {}),
             **{f"total_{k}": v for k, v in timings.items()},
             **extra,
         }

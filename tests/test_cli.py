@@ -75,4 +75,58 @@ def test_quickstart_fit_on_a_shared_photograph(ray_session, shared_data, tmp_pat
     assert final["steps"] == 300 and final["workers"] == 2
     assert final["psnr"] >= 30.0
     assert (run_dir / "reconstruction.png").exists() and any((run_dir / "tensorboard").iterdir())
-    assert list((run_dir / "checkpoints").glob("step_000300.pt"))
+    from nint_dist import checkpoint
+
+    assert checkpoint.latest(run_dir) == run_dir / "checkpoints" / "step_000300"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path):
+    import os
+
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{_free_port()}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "nint_dist.launch", "configs/quickstart.yaml", f"run.dir={tmp_path / 'run'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "cannot reach the Ray cluster" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_gpu_requested_without_one_local_backend(tmp_path):
+    result = run_cli(
+        "configs/quickstart.yaml",
+        f"run.dir={tmp_path / 'run'}",
+        "run.backend=local",
+        "train.workers=1",
+        "train.device=cuda",
+    )
+    assert result.returncode == 2 and "no GPU is visible" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["train.device=cuda"], "GPUs but the Ray cluster has 0"), (["train.workers=6"], "needs 6 CPU slots")],
+)
+def test_more_than_the_cluster_has(ray_session, tiny_signal, tmp_path, capsys, args, message):
+    assert ray_session.cluster_resources().get("CPU") == 4 and not ray_session.cluster_resources().get("GPU")
+    code = launch.main(
+        ["configs/quickstart.yaml", f"data.path={tiny_signal}", f"run.dir={tmp_path / 'run'}", *args]
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

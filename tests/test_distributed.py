@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nint_dist import launch
+from nint_dist import checkpoint, launch
 
 COMMON = [
     "model.layers=3",
@@ -47,7 +47,7 @@ def selections(run_dir: Path) -> list[np.ndarray]:
 
 
 def parameters(run_dir: Path) -> torch.Tensor:
-    state = torch.load(run_dir / "checkpoints" / "step_000010.pt", weights_only=False)
+    state = checkpoint.load(run_dir / "checkpoints" / "step_000010")
     return torch.cat([v.reshape(-1).double() for v in state["model"].values()])
 
 

@@ -10,9 +10,18 @@ from nint_dist import launch, render
 @pytest.fixture(scope="module")
 def run_dir(tiny_signal_module, tmp_path_factory):
     out = tmp_path_factory.mktemp("render") / "run"
-    args = ["configs/quickstart.yaml", f"data.path={tiny_signal_module}", f"run.dir={out}", "run.backend=local",
-            "train.workers=1", "train.steps=20", "model.layers=3", "model.width=16", "log.progress=false",
-            "log.tensorboard=false"]
+    args = [
+        "configs/quickstart.yaml",
+        f"data.path={tiny_signal_module}",
+        f"run.dir={out}",
+        "run.backend=local",
+        "train.workers=1",
+        "train.steps=20",
+        "model.layers=3",
+        "model.width=16",
+        "log.progress=false",
+        "log.tensorboard=false",
+    ]
     assert launch.main(args) == 0
     return out
 
@@ -35,7 +44,9 @@ def test_scale_two_doubles_height_and_width(run_dir, tmp_path):
 
 def test_region_crop_and_ray_tiling_agree(run_dir, tmp_path, ray_session):
     assert render.main([str(run_dir), str(tmp_path / "c.zarr"), "--region", "4:20,2:18"]) == 0
-    assert render.main([str(run_dir), str(tmp_path / "d.zarr"), "--region", "4:20,2:18", "--workers", "2"]) == 0
+    assert (
+        render.main([str(run_dir), str(tmp_path / "d.zarr"), "--region", "4:20,2:18", "--workers", "2"]) == 0
+    )
     expected = zarr.open_array(str(run_dir / "reconstruction.zarr"))[4:20, 2:18]
     assert np.array_equal(zarr.open_array(str(tmp_path / "c.zarr"))[...], expected)
     assert np.array_equal(zarr.open_array(str(tmp_path / "d.zarr"))[...], expected)

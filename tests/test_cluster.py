@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
+from nint_dist import checkpoint
 from tests.conftest import REPO, small_image
 
 BIN = Path(sys.executable).parent
@@ -162,7 +163,7 @@ def test_ray_job_submit_runs_a_fit_from_shared_storage(ray_head, shared_data, tm
     assert [r["step"] for r in rows][-1] == 20
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["path"] == data_url
     assert (run_dir / "reconstruction.png").is_file()
-    assert list((run_dir / "checkpoints").glob("step_*.pt"))
+    assert checkpoint.latest(run_dir) == run_dir / "checkpoints" / "step_000020"
     # The reported PSNR agrees with one computed here from the written reconstruction.
     target = np.asarray(zarr.open_array(str(store), mode="r")[...], dtype=np.float64) / 255
     recon = np.asarray(zarr.open_array(str(run_dir / "reconstruction.zarr"), mode="r")[...]) / 255

@@ -173,6 +173,10 @@ class TrainConfig:
     """Steps between checkpoints; 0 writes one at the end only."""
     collective_timeout_s: float = 600.0
     """Longest wait of any collective before the run fails."""
+    micro_batch: int = 262144
+    """Most samples per forward/backward pass: a larger part of the selection is trained in
+    several passes with accumulated gradients (the same gradient), so activation memory does
+    not grow with the signal."""
     compile: bool = False
     """Compile the training forward/backward with torch.compile (worth it on GPUs; the first
     steps then include compilation time)."""
@@ -190,6 +194,8 @@ class TrainConfig:
             raise ValueError("train.device must be auto, cpu or cuda")
         if self.dtype not in ("float32", "float64"):
             raise ValueError("train.dtype must be float32 or float64")
+        if self.micro_batch < 1:
+            raise ValueError("train.micro_batch must be at least 1")
         if self.checkpoint_every < 0 or self.collective_timeout_s <= 0:
             raise ValueError("train.checkpoint_every must be >= 0 and train.collective_timeout_s > 0")
 

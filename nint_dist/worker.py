@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from nint_dist.samplers import Sampler, Selection, build_sampler
 from nint_dist.schedules import num_selected, ratio_at
 from nint_dist.selection import balanced_bounds, ddp_scaled_loss
 from nint_dist.shard import Shard, ShardContext, load_shard
-from nint_dist.signal import flat_to_coords, from_unit, open_signal, shard_rows, to_unit
+from nint_dist.signal import ATTRS_KEY, flat_to_coords, from_unit, open_signal, shard_rows, to_unit
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -144,13 +145,9 @@ class Trainer:
         stored = self.ctx.exchange_targets(route)
         _sync(device)
         t2 = time.perf_counter()
-        coords = flat_to_coords(part, self.spec, self.dtype)
-        prediction = self.update_model(coords)
-        target = to_unit(stored, self.spec, self.dtype)
         weights = None if sel.weights is None else sel.weights[bounds[rt.rank][0] : bounds[rt.rank][1]]
-        loss = ddp_scaled_loss(prediction, target, k, rt.world_size, weights)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = self.accumulate_gradients(part, stored, weights, k)
         self.optimizer.step()
         _sync(device)
         t3 = time.perf_counter()
@@ -159,6 +156,30 @@ class Trainer:
         self.train_seconds += t3 - t0
         split = {"score_s": score_s, "select_s": t1 - t0 - score_s, "exchange_s": t2 - t1, "train_s": t3 - t2}
         return sel, loss.detach(), split
+
+    def accumulate_gradients(
+        self, part: torch.Tensor, stored: torch.Tensor, weights: torch.Tensor | None, num_selected: int
+    ) -> torch.Tensor:
+        """Forward/backward over this worker's part in passes of at most ``train.micro_batch``
+        samples. The scaled loss is a sum over samples, so the accumulated gradient equals one
+        pass over the whole part, while activation memory stays bounded by the pass size. DDP
+        all-reduces once, on the last pass; every worker makes exactly one such pass (also
+        with an empty part). Returns this worker's loss."""
+        size = self.cfg.train.micro_batch
+        starts = list(range(0, part.numel(), size)) or [0]
+        total = torch.zeros((), dtype=self.dtype, device=self.rt.device)
+        for i, lo in enumerate(starts):
+            hi = lo + size
+            last = i == len(starts) - 1
+            defer = self.update_model.no_sync() if self.rt.world_size > 1 and not last else nullcontext()
+            with defer:
+                prediction = self.update_model(flat_to_coords(part[lo:hi], self.spec, self.dtype))
+                target = to_unit(stored[lo:hi], self.spec, self.dtype)
+                piece = None if weights is None else weights[lo:hi]
+                loss = ddp_scaled_loss(prediction, target, num_selected, self.rt.world_size, piece)
+                loss.backward()
+            total += loss.detach()
+        return total
 
     def evaluate(self, loss: torch.Tensor) -> dict[str, float]:
         """Global MSE/PSNR over the whole signal, the mean training loss, and each worker's peak
@@ -325,14 +346,20 @@ class Trainer:
                 dtype=self.array.dtype,
                 zarr_format=3,
                 overwrite=True,
-                attributes=dict(self.array.attrs),
+                attributes={ATTRS_KEY: self.spec.to_attrs()},  # the source's checksums do not apply
             )
         self.comm.barrier()
-        s = self.shard
-        values = scoring.predict(self.model, s.coords, s.size, self.cfg.sampler.chunk).float().cpu().numpy()
+        s, out = self.shard, zarr.open_array(str(path), mode="r+")
         row_lo, row_hi = shard_rows(self.spec, self.rt.world_size, self.rt.rank)
-        block = from_unit(values, self.spec, self.array.dtype).reshape(row_hi - row_lo, *self.array.shape[1:])
-        zarr.open_array(str(path), mode="r+")[row_lo:row_hi] = block
+        for lo in range(row_lo, row_hi, self.spec.chunk_rows):  # a chunk row at a time: bounded memory
+            hi = min(lo + self.spec.chunk_rows, row_hi)
+            first = (lo - row_lo) * self.spec.points_per_row
+            count = (hi - lo) * self.spec.points_per_row
+            coords = lambda a, b, first=first: s.coords(first + a, first + b)  # noqa: E731
+            values = scoring.predict(self.model, coords, count, self.cfg.sampler.chunk).float().cpu().numpy()
+            out[lo:hi] = from_unit(values, self.spec, self.array.dtype).reshape(
+                hi - lo, *self.array.shape[1:]
+            )
         self.comm.barrier()
         if self.rt.rank == 0:
             return export_reconstruction(self.spec, path, Path(self.cfg.run.dir), source=self.array)

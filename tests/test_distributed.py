@@ -25,7 +25,7 @@ COMMON = [
 ]
 
 
-def fit(signal: Path, run_dir: Path, workers: int, dtype: str) -> Path:
+def fit(signal: Path, run_dir: Path, workers: int, dtype: str, *extra: str) -> Path:
     code = launch.main(
         [
             "configs/quickstart.yaml",
@@ -34,6 +34,7 @@ def fit(signal: Path, run_dir: Path, workers: int, dtype: str) -> Path:
             f"train.workers={workers}",
             f"train.dtype={dtype}",
             *COMMON,
+            *extra,
         ]
     )
     assert code == 0
@@ -59,6 +60,10 @@ def runs(ray_session, tiny_signal_module, tmp_path_factory):
             out[dtype, workers] = fit(
                 tiny_signal_module, tmp_path_factory.mktemp(f"{dtype}-{workers}"), workers, dtype
             )
+    # the selection trained in passes of 7 samples (gradient accumulation, DDP syncing once)
+    out["float64", "micro"] = fit(
+        tiny_signal_module, tmp_path_factory.mktemp("micro"), 2, "float64", "train.micro_batch=7"
+    )
     return out
 
 
@@ -72,7 +77,7 @@ def test_float64_selections_identical_for_1_2_3_workers(runs):
 
 def test_float64_parameters_agree_after_10_steps(runs):
     reference = parameters(runs["float64", 1])
-    for workers in (2, 3):
+    for workers in (2, 3, "micro"):
         got = parameters(runs["float64", workers])
         rel = ((got - reference).norm() / reference.norm()).item()
         assert rel < 1e-9, (workers, rel)

@@ -32,6 +32,8 @@ class DataConfig:
     ``.npy``, WAV or an OBJ mesh (see ``python -m nint_dist.ingest``)."""
     resolution: int = 128
     """OBJ meshes: grid points per axis of the signed-distance volume."""
+    verify: bool = True
+    """Check each worker's chunks against the checksums recorded at ingestion when loading."""
     source: str = ""
     """Set by launch: the input the run was started from (data.path then points at the signal
     store the run trains on). A resumed run must name the same input."""
@@ -173,6 +175,9 @@ class TrainConfig:
     """Steps between checkpoints; 0 writes one at the end only."""
     collective_timeout_s: float = 600.0
     """Longest wait of any collective before the run fails."""
+    max_failures: int = 2
+    """Ray Train restarts the worker group this many times after a worker dies; the restarted
+    workers resume from the newest checkpoint (set train.checkpoint_every to lose less)."""
     micro_batch: int = 262144
     """Most samples per forward/backward pass: a larger part of the selection is trained in
     several passes with accumulated gradients (the same gradient), so activation memory does
@@ -194,6 +199,8 @@ class TrainConfig:
             raise ValueError("train.device must be auto, cpu or cuda")
         if self.dtype not in ("float32", "float64"):
             raise ValueError("train.dtype must be float32 or float64")
+        if self.max_failures < 0:
+            raise ValueError("train.max_failures must be >= 0")
         if self.micro_batch < 1:
             raise ValueError("train.micro_batch must be at least 1")
         if self.checkpoint_every < 0 or self.collective_timeout_s <= 0:

@@ -81,8 +81,8 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 
 
 def prepare_resume(cfg: Config, run_dir: Path) -> int:
-    """Check that ``cfg`` continues the run in ``run_dir``; point it at that run's signal and
-    drop metrics logged after the checkpoint it resumes from. Returns that checkpoint's step."""
+    """Check that ``cfg`` continues the run in ``run_dir`` and point it at that run's signal.
+    Returns the step of the checkpoint it resumes from."""
     from nint_dist import checkpoint
 
     previous = load_config(run_dir / "config.yaml", [])
@@ -102,10 +102,6 @@ def prepare_resume(cfg: Config, run_dir: Path) -> int:
     _, spec = open_signal(previous.data.path)
     shard_rows(spec, cfg.train.workers, 0)
     cfg.data.path = previous.data.path
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        lines = metrics.read_text().splitlines(keepends=True)
-        metrics.write_text("".join(line for line in lines if json.loads(line)["step"] <= step))
     (run_dir / "final.json").unlink(missing_ok=True)
     return step
 
@@ -246,7 +242,7 @@ def run_on_ray(cfg: Config, use_gpu: bool) -> None:
         run_config=RunConfig(
             name=CHECKPOINT_FOLDER,  # Ray Train copies reported checkpoints into RUN_DIR/checkpoints
             storage_path=cfg.run.dir,
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
         ),
     )
     try:

@@ -25,6 +25,7 @@ class RunLog:
     def __init__(self, run_dir: str | Path, tensorboard: bool, save_selection: bool, purge_step: int = 0):
         self.dir = Path(run_dir)
         self.save_selection = save_selection
+        self._drop_metrics_from(purge_step)
         self._metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
         self.writer = None
         """The TensorBoard SummaryWriter (None when TensorBoard is off). On a resumed run,
@@ -35,6 +36,15 @@ class RunLog:
             self.writer = SummaryWriter(log_dir=str(self.dir / "tensorboard"), purge_step=purge_step or None)
         if save_selection:
             (self.dir / "selection").mkdir(exist_ok=True)
+
+    def _drop_metrics_from(self, step: int) -> None:
+        """A resumed run (relaunched, or restarted after a worker died) forgets the rows that the
+        interrupted attempt logged after the checkpoint it resumes from."""
+        path = self.dir / "metrics.jsonl"
+        if step and path.exists():
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] < step]
+            atomic_write_bytes(path, "".join(kept).encode())
 
     def metrics(self, row: dict) -> None:
         self._metrics.write(json.dumps(row) + "\n")

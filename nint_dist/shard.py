@@ -8,6 +8,7 @@ random picks from a (seed, step) generator that every worker evaluates identical
 """
 
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from nint_dist import scoring, selection
 from nint_dist.comm import Comm
-from nint_dist.signal import SignalSpec, flat_to_coords, shard_rows, shard_starts, to_unit
+from nint_dist.signal import ATTRS_KEY, SignalSpec, flat_to_coords, shard_rows, shard_starts, to_unit
 
 
 @dataclass
@@ -50,11 +51,21 @@ class Shard:
 
 
 def load_shard(
-    array, spec: SignalSpec, world_size: int, rank: int, device: torch.device, dtype: torch.dtype
+    array,
+    spec: SignalSpec,
+    world_size: int,
+    rank: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    verify: bool = True,
 ) -> Shard:
     """Read only this worker's rows from the zarr array, one chunk row at a time into a tensor
-    allocated on the device, so host memory holds one chunk on top of the shard, not a copy."""
+    allocated on the device, so host memory holds one chunk on top of the shard, not a copy.
+    With ``verify``, each chunk row read is checked against the CRC32 recorded at ingestion."""
     row_lo, row_hi = shard_rows(spec, world_size, rank)
+    checksums = dict(array.attrs).get(ATTRS_KEY, {}).get("checksums") if verify else None
+    if checksums is not None and checksums.get("chunk_rows") != spec.chunk_rows:
+        checksums = None  # recorded for another chunking; nothing to compare block by block
     per_row = spec.points_per_row
     values = torch.empty(
         ((row_hi - row_lo) * per_row, spec.channels),
@@ -63,8 +74,15 @@ def load_shard(
     )
     for lo in range(row_lo, row_hi, spec.chunk_rows):
         hi = min(lo + spec.chunk_rows, row_hi)
-        block = np.ascontiguousarray(array[lo:hi]).reshape(-1, spec.channels)
-        values[(lo - row_lo) * per_row : (hi - row_lo) * per_row] = torch.from_numpy(block)
+        block = np.ascontiguousarray(array[lo:hi])
+        if checksums is not None and zlib.crc32(block) != checksums["values"][lo // spec.chunk_rows]:
+            raise ValueError(
+                f"chunk row {lo // spec.chunk_rows} (rows {lo}-{hi - 1}) of the signal store does not match"
+                " its checksum: the store is corrupt; ingest it again (data.verify=false skips the check)"
+            )
+        values[(lo - row_lo) * per_row : (hi - row_lo) * per_row] = torch.from_numpy(
+            block.reshape(-1, spec.channels)
+        )
     return Shard(spec, row_lo * per_row, values, dtype)
 
 

@@ -5,8 +5,11 @@ A step reads: score and select (collective) → split the selection evenly → e
 (all-to-all) → forward/backward on this worker's part (DDP all-reduce) → update → metrics.
 """
 
+import json
+import os
 import resource
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,7 +63,7 @@ def ray_runtime() -> Runtime:
 
 
 def train_worker(config: dict) -> None:
-    """Ray Train's ``train_loop_per_worker``."""
+    """Ray Train's ``train_loop_per_worker``; after a restart it resumes from the newest checkpoint."""
     run(from_dict(config), ray_runtime())
 
 
@@ -87,7 +90,9 @@ class Trainer:
         self.dtype = DTYPES[cfg.train.dtype]
         self.array, self.spec = open_signal(cfg.data.path)
         self.comm = Comm(rt.rank, rt.world_size)
-        self.shard: Shard = load_shard(self.array, self.spec, rt.world_size, rt.rank, rt.device, self.dtype)
+        self.shard: Shard = load_shard(
+            self.array, self.spec, rt.world_size, rt.rank, rt.device, self.dtype, cfg.data.verify
+        )
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(len(self.spec.grid), self.spec.channels, cfg.model).to(rt.device, self.dtype)
         self.update_model = wrap_for_update(self.model, rt)
@@ -374,6 +379,15 @@ def peak_memory_bytes(device: torch.device) -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024.0
 
 
+def record_process(run_dir: str, rank: int) -> None:
+    """``RUN_DIR/workers/rank_R.json``: which process and host run rank R (for operators, e.g. to
+    find a stuck worker)."""
+    folder = Path(run_dir) / "workers"
+    folder.mkdir(exist_ok=True)
+    (folder / f"rank_{rank}.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+
+
 def run(cfg: Config, rt: Runtime) -> dict | None:
     """Fit the signal; returns the summary on worker 0, None elsewhere."""
+    record_process(cfg.run.dir, rt.rank)
     return Trainer(cfg, rt).fit()

@@ -17,7 +17,7 @@ def ray_session():
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 
@@ -45,18 +45,18 @@ def tiny_signal(tmp_path) -> Path:
     return make_tiny_signal(tmp_path)
 
 
-def make_tiny_signal(folder: Path) -> Path:
-    """A 24x20 RGB gradient-plus-texture signal in zarr, chunked by 4 rows (6 chunk rows)."""
+def make_tiny_signal(folder: Path, rows: int = 24, cols: int = 20, chunk_rows: int = 4) -> Path:
+    """A small RGB gradient-plus-texture signal in zarr (24x20 in chunks of 4 rows: 6 chunk rows)."""
     from nint_dist.ingest import write_signal
     from nint_dist.signal import SignalSpec
 
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:24, 0:20]
-    base = np.stack([xx * 12, yy * 10, (xx + yy) * 5], axis=-1) + rng.integers(0, 40, (24, 20, 3))
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    base = np.stack([xx * 12, yy * 10, (xx + yy) * 5], axis=-1) + rng.integers(0, 40, (rows, cols, 3))
     array = np.clip(base, 0, 255).astype(np.uint8)
-    spec = SignalSpec((24, 20), 3, (0.0, 255.0), ((-1.0, 1.0), (-1.0, 1.0)), chunk_rows=4)
-    path = folder / "tiny.zarr"
-    write_signal(array, spec, path)
+    spec = SignalSpec((rows, cols), 3, (0.0, 255.0), ((-1.0, 1.0), (-1.0, 1.0)), chunk_rows=chunk_rows)
+    path = folder / f"tiny-{rows}x{cols}.zarr"
+    write_signal(array, spec, path, progress=False)
     return path
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from nint_dist import launch
-from tests.conftest import REPO, small_image
+from tests.conftest import REPO, make_tiny_signal, small_image
 
 
 def run_cli(*args, cwd=REPO):
@@ -120,12 +120,13 @@ def test_gpu_requested_without_one_local_backend(tmp_path):
 
 @pytest.mark.parametrize(
     "args,message",
-    [(["train.device=cuda"], "GPUs but the Ray cluster has 0"), (["train.workers=6"], "needs 6 CPU slots")],
+    [(["train.device=cuda"], "GPUs but the Ray cluster has 0"), (["train.workers=10"], "needs 10 CPU slots")],
 )
-def test_more_than_the_cluster_has(ray_session, tiny_signal, tmp_path, capsys, args, message):
-    assert ray_session.cluster_resources().get("CPU") == 4 and not ray_session.cluster_resources().get("GPU")
+def test_more_than_the_cluster_has(ray_session, tmp_path, capsys, args, message):
+    assert ray_session.cluster_resources().get("CPU") == 8 and not ray_session.cluster_resources().get("GPU")
+    signal = make_tiny_signal(tmp_path, rows=48, cols=8, chunk_rows=4)  # 12 chunk rows: room for 10 shards
     code = launch.main(
-        ["configs/quickstart.yaml", f"data.path={tiny_signal}", f"run.dir={tmp_path / 'run'}", *args]
+        ["configs/quickstart.yaml", f"data.path={signal}", f"run.dir={tmp_path / 'run'}", *args]
     )
     assert code == 2
     assert message in capsys.readouterr().err

@@ -6,6 +6,7 @@ import datetime
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -260,7 +261,10 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
         if path is not None:
             if not Path(path).is_file():
                 raise ConfigError(f"config file not found: {path}")
-            layers.append(OmegaConf.load(path))
+            content = yaml.safe_load(Path(path).read_text())
+            if content is not None and not isinstance(content, dict):
+                raise ConfigError(f"config file {path} must hold sections of keys (data:, model:, …)")
+            layers.append(OmegaConf.create(content or {}))
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -274,6 +278,9 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
         raise ConfigError(f"config key '{e.full_key}': {str(e).splitlines()[0]}") from None
     except OmegaConfBaseException as e:
         raise ConfigError(str(e).splitlines()[0]) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        where = f"config file {path}" if path is not None else "the overrides"
+        raise ConfigError(f"cannot parse {where} as YAML ({str(e).splitlines()[0]})") from None
     except ValueError as e:
         if isinstance(e, ConfigError):
             raise

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -136,7 +137,11 @@ def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int
         use_gpu = prepare_backend(cfg, verbose)
         run_dir = prepare_run_dir(cfg)
         if array is not None:
-            write_signal(array, spec, run_dir / "signal.zarr")
+            try:
+                write_signal(array, spec, run_dir / "signal.zarr")
+            except BaseException:  # bad data found while ingesting: leave no run directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise
             cfg.data.path = str((run_dir / "signal.zarr").resolve())
         elif not is_store_url(cfg.data.path):
             cfg.data.path = str(Path(cfg.data.path).resolve())

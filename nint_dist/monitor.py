@@ -17,6 +17,9 @@ from nint_dist.metrics import ssim
 from nint_dist.scoring import predict
 from nint_dist.signal import SignalSpec, flat_to_coords
 
+SSIM_WINDOW = 11
+"""Side of SSIM's Gaussian window (metrics.ssim's default radius 5)."""
+
 
 class ImageMonitor:
     """Preview and selection heat map of a 2-D signal. Worker 0 only; no collectives."""
@@ -61,6 +64,8 @@ class ImageMonitor:
         heat = heat / heat.max() if heat.max() > 0 else heat
         writer.add_image("selection_heatmap", heat[None].astype(np.float32), step, dataformats="CHW")
         self.heat.zero_()
+        if min(self.shape) < SSIM_WINDOW:  # SSIM's window does not fit: no value rather than a wrong one
+            return {}
         return {"ssim": ssim(image, self.target)}
 
 

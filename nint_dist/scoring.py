@@ -35,10 +35,25 @@ def _as_function(model: nn.Module, coords: torch.Tensor) -> Callable[[Params], t
     return lambda params: functional_call(model, {**params, **buffers}, (coords,))
 
 
+def _per_chunk(n: int, chunk: int, compute: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+    """Results of ``compute(lo, hi)`` over chunks, written into one tensor allocated up front.
+
+    Collecting small per-chunk results in a list between large short-lived chunk buffers
+    fragments the CPU heap: its peak then grows with the number of chunks (measured: +0.85 GB
+    over 8M coordinates), which defeats chunking."""
+    out = None
+    for lo, hi in chunk_bounds(n, chunk):
+        value = compute(lo, hi)
+        if out is None:
+            out = torch.empty((n, *value.shape[1:]), dtype=value.dtype, device=value.device)
+        out[lo:hi] = value
+    return torch.empty(0) if out is None else out
+
+
 @torch.no_grad()
 def predict(model: nn.Module, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
     """f(x) for the block, [n, C]."""
-    return torch.cat([model(coords_of(lo, hi)) for lo, hi in chunk_bounds(n, chunk)])
+    return _per_chunk(n, chunk, lambda lo, hi: model(coords_of(lo, hi)))
 
 
 @torch.no_grad()
@@ -54,13 +69,15 @@ def residual_l1(
 
     ``half`` runs the forward pass under float16 autocast on a GPU (a ranking tolerates it;
     it changes nothing on a CPU)."""
-    parts = []
-    for lo, hi in chunk_bounds(n, chunk):
+
+
+    def compute(lo: int, hi: int) -> torch.Tensor:
         coords = coords_of(lo, hi)
         with torch.autocast("cuda", dtype=torch.float16, enabled=half and coords.is_cuda):
             prediction = model(coords)
-        parts.append((prediction.float() - targets_of(lo, hi)).abs().sum(dim=-1))
-    return torch.cat(parts) if parts else torch.empty(0)
+        return (prediction.to(coords.dtype) - targets_of(lo, hi)).abs().sum(dim=-1)
+
+    return _per_chunk(n, chunk, compute)
 
 
 @torch.no_grad()
@@ -94,12 +111,13 @@ def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: i
 def ntk_scores(model: nn.Module, v: Params, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
     """s_i = Σ_c (J v)_ic² for the block, [n], with v the global Jᵀ r."""
     params = detached_params(model)
-    parts = []
-    for lo, hi in chunk_bounds(n, chunk):
-        with torch.no_grad():
-            _, tangent = jvp(_as_function(model, coords_of(lo, hi)), (params,), (v,))
-        parts.append(tangent.pow(2).sum(dim=-1))
-    return torch.cat(parts) if parts else torch.empty(0)
+
+    @torch.no_grad()
+    def compute(lo: int, hi: int) -> torch.Tensor:
+        _, tangent = jvp(_as_function(model, coords_of(lo, hi)), (params,), (v,))
+        return tangent.pow(2).sum(dim=-1)
+
+    return _per_chunk(n, chunk, compute)
 
 
 def point_stats(model: nn.Module, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ class Comm:
     def __init__(self, rank: int = 0, world_size: int = 1):
         self.rank = rank
         self.world_size = world_size
+        self.bytes_sent: dict[str, int] = {"all_reduce": 0, "all_gather": 0, "all_to_all": 0}
+        """Payload bytes this worker handed to each kind of collective so far (0 for one worker)."""
         if world_size > 1 and not dist.is_initialized():
             raise RuntimeError("a process group is required for more than one worker")
 
@@ -27,6 +29,7 @@ class Comm:
         if not self.distributed or not tensors:
             return
         flat = torch.cat([t.reshape(-1) for t in tensors])
+        self.bytes_sent["all_reduce"] += flat.numel() * flat.element_size()
         dist.all_reduce(flat)
         offset = 0
         for t in tensors:
@@ -37,6 +40,7 @@ class Comm:
         if not self.distributed:
             return value
         t = torch.tensor([value], dtype=torch.float64, device=self._device())
+        self.bytes_sent["all_reduce"] += 8
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t.item())
 
@@ -48,9 +52,11 @@ class Comm:
         if not self.distributed:
             return padded.unsqueeze(0)
         out = torch.empty((self.world_size, length), dtype=tensor.dtype, device=tensor.device)
-        dist.all_gather_into_tensor(out, padded) if out.is_cuda else dist.all_gather(
-            list(out.unbind(0)), padded
-        )
+        self.bytes_sent["all_gather"] += padded.numel() * padded.element_size()
+        if out.is_cuda:
+            dist.all_gather_into_tensor(out, padded)
+        else:
+            dist.all_gather(list(out.unbind(0)), padded)
         return out
 
     def all_to_all(self, send: torch.Tensor, send_counts: list[int], recv_counts: list[int]) -> torch.Tensor:
@@ -59,6 +65,7 @@ class Comm:
         if not self.distributed:
             return send
         recv = torch.empty((sum(recv_counts), *send.shape[1:]), dtype=send.dtype, device=send.device)
+        self.bytes_sent["all_to_all"] += send.numel() * send.element_size()
         dist.all_to_all_single(recv, send.contiguous(), recv_counts, send_counts)
         return recv
 

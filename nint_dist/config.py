@@ -43,7 +43,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "siren"
-    """One of the model registry's names: siren, ffn."""
+    """One of the model registry's names: siren, ffn, hashgrid."""
     layers: int = 6
     """Number of linear layers, the head included (the reference SIREN has 6: 5 sine + head)."""
     width: int = 256
@@ -56,6 +56,16 @@ class ModelConfig:
     """Fourier-feature MLP: number of random frequencies."""
     ff_scale: float = 10.0
     """Fourier-feature MLP: standard deviation of the frequencies."""
+    hash_levels: int = 16
+    """Hash grid: number of resolution levels."""
+    hash_log2_size: int = 19
+    """Hash grid: log2 of the entries per level's table."""
+    hash_features: int = 2
+    """Hash grid: features per entry."""
+    hash_base_resolution: int = 16
+    """Hash grid: grid points per axis at the coarsest level."""
+    hash_max_resolution: int = 2048
+    """Hash grid: grid points per axis at the finest level (about the signal's largest side)."""
 
     def __post_init__(self):
         from nint_dist.models import MODELS

@@ -70,7 +70,6 @@ def residual_l1(
     ``half`` runs the forward pass under float16 autocast on a GPU (a ranking tolerates it;
     it changes nothing on a CPU)."""
 
-
     def compute(lo: int, hi: int) -> torch.Tensor:
         coords = coords_of(lo, hi)
         with torch.autocast("cuda", dtype=torch.float16, enabled=half and coords.is_cuda):

@@ -268,7 +268,8 @@ class Trainer:
     def fit(self) -> dict | None:
         cfg = self.cfg
         timings = {"score_s": 0.0, "select_s": 0.0, "exchange_s": 0.0, "train_s": 0.0}
-        since_log = {"samples": 0, "seconds": 0.0}
+        since_log = {"samples": 0, "seconds": 0.0, "steps": 0, "bytes": dict(self.comm.bytes_sent)}
+        ddp_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         result: dict[str, float] = {}
         while self.step < cfg.train.steps:
             sel, loss, split = self.train_step()
@@ -276,15 +277,23 @@ class Trainer:
                 timings[key] += value
             since_log["samples"] += sel.indices.numel()
             since_log["seconds"] += sum(split.values())
+            since_log["steps"] += 1
             if self.log is not None:
                 self.log.selection(self.step, sel.indices.cpu())
             if self.monitor is not None:
                 self.monitor.add_selection(sel.indices)
             finished = self.step >= cfg.train.steps or self.out_of_time()
             if finished or self.step % cfg.log.every == 0:
+                steps = since_log["steps"]
+                traffic = {  # this worker's payload per step, by collective (DDP's gradients included)
+                    f"bytes_per_step/{kind}": (sent - since_log["bytes"][kind]) / steps
+                    for kind, sent in self.comm.bytes_sent.items()
+                }
+                traffic["bytes_per_step/ddp_gradients"] = float(ddp_bytes if self.rt.world_size > 1 else 0)
                 result = self.evaluate(loss)
+                result.update(traffic)
                 result["samples_per_s"] = since_log["samples"] / max(since_log["seconds"], 1e-12)
-                since_log = {"samples": 0, "seconds": 0.0}
+                since_log = {"samples": 0, "seconds": 0.0, "steps": 0, "bytes": dict(self.comm.bytes_sent)}
                 if self.log is not None:
                     if self.monitor is not None:
                         result.update(self.monitor.log(self.log.writer, self.step, self.model))

@@ -1,8 +1,11 @@
 """Chunked VJP/JVP NTK scores against an explicit Jacobian."""
 
+import pytest
 import torch
 
 from nint_dist import scoring
+from nint_dist.models.ffn import FourierFeatureMLP
+from nint_dist.models.hashgrid import HashGrid
 from nint_dist.models.siren import Siren
 
 
@@ -22,9 +25,20 @@ def explicit_scores(model, coords, targets):
     return w.pow(2).sum(-1)
 
 
-def test_chunked_scores_equal_explicit_jacobian():
+MODELS = {
+    "siren": lambda: Siren(2, 3, layers=3, width=12),
+    "ffn": lambda: FourierFeatureMLP(2, 3, layers=3, width=12, features=8, scale=3.0),
+    "hashgrid": lambda: HashGrid(2, 3, layers=2, width=8, levels=3, log2_size=6, features=2,
+                                 base_resolution=4, max_resolution=16),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_chunked_scores_equal_explicit_jacobian(name):
     torch.manual_seed(0)
-    model = Siren(2, 3, layers=3, width=12).double()
+    model = MODELS[name]().double()
+    if name == "hashgrid":  # tables start near zero; give every entry a gradient that matters
+        torch.nn.init.uniform_(model.tables, -1, 1)
     coords = torch.rand(37, 2, dtype=torch.float64) * 2 - 1
     targets = torch.rand(37, 3, dtype=torch.float64)
     expected = explicit_scores(model, coords, targets)

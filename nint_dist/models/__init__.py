@@ -6,6 +6,7 @@ from collections.abc import Callable
 from torch import nn
 
 from nint_dist.models.ffn import FourierFeatureMLP
+from nint_dist.models.hashgrid import HashGrid
 from nint_dist.models.siren import Siren
 
 
@@ -17,9 +18,15 @@ def _ffn(in_dim: int, out_dim: int, cfg) -> nn.Module:
     return FourierFeatureMLP(in_dim, out_dim, cfg.layers, cfg.width, cfg.ff_features, cfg.ff_scale)
 
 
+def _hashgrid(in_dim: int, out_dim: int, cfg) -> nn.Module:
+    return HashGrid(in_dim, out_dim, cfg.layers, cfg.width, cfg.hash_levels, cfg.hash_log2_size,
+                    cfg.hash_features, cfg.hash_base_resolution, cfg.hash_max_resolution)  # fmt: skip
+
+
 MODELS: dict[str, Callable[[int, int, object], nn.Module]] = {
     "siren": _siren,
     "ffn": _ffn,
+    "hashgrid": _hashgrid,
 }
 
 

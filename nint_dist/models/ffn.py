@@ -5,6 +5,8 @@ import math
 import torch
 from torch import nn
 
+from nint_dist.models.mlp import relu_mlp
+
 
 class FourierFeatureMLP(nn.Module):
     """gamma(x) = [sin(2 pi B x), cos(2 pi B x)] with B ~ N(0, scale^2) of shape [features, D],
@@ -24,13 +26,7 @@ class FourierFeatureMLP(nn.Module):
         if layers < 1:
             raise ValueError("a Fourier-feature MLP needs at least 1 layer")
         self.register_buffer("frequencies", torch.randn(features, in_dim) * scale)
-        dims = [2 * features] + [width] * (layers - 1) + [out_dim]
-        modules: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-            modules.append(nn.Linear(d_in, d_out))
-            if i < layers - 1:
-                modules.append(nn.ReLU())
-        self.net = nn.Sequential(*modules)
+        self.net = relu_mlp(2 * features, out_dim, layers, width)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         projected = 2 * math.pi * coords @ self.frequencies.to(coords.dtype).T

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from nint_dist.models.mlp import relu_mlp
+
 _PRIMES = (1, 2654435761, 805459861)
 
 
@@ -40,13 +42,7 @@ class HashGrid(nn.Module):
         corners = torch.tensor([[(c >> d) & 1 for d in range(in_dim)] for c in range(2**in_dim)])
         self.register_buffer("corners", corners, persistent=False)
         self.register_buffer("primes", torch.tensor(_PRIMES[:in_dim]), persistent=False)
-        dims = [levels * features] + [width] * (layers - 1) + [out_dim]
-        modules: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-            modules.append(nn.Linear(d_in, d_out))
-            if i < layers - 1:
-                modules.append(nn.ReLU())
-        self.mlp = nn.Sequential(*modules)
+        self.mlp = relu_mlp(levels * features, out_dim, layers, width)
 
     def _indices(self, corner: torch.Tensor, resolution: int) -> torch.Tensor:
         """Table rows of integer corner coordinates [N, K, D] at one level: [N, K]."""

@@ -11,6 +11,8 @@ from typing import Protocol
 
 import torch
 
+from nint_dist.schedules import num_selected, ratio_at, reselect_at
+
 
 @dataclass
 class Selection:
@@ -101,3 +103,31 @@ class Sampler:
 
     def load_state_dict(self, state: dict) -> None:
         del state
+
+
+class ScheduledSampler(Sampler):
+    """A sampler that draws a new selection when ``sampler.interval`` says so and reuses its last
+    one in between, with the size set by the ratio schedule at the step of the draw."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.last: Selection | None = None
+
+    def select(self, ctx: SelectionContext, step: int) -> Selection:
+        cfg = self.cfg
+        if self.last is None or reselect_at(cfg.interval, step, ctx.total_steps):
+            count = num_selected(
+                ratio_at(cfg.ratio_schedule, cfg.ratio, step, ctx.total_steps), ctx.num_points
+            )
+            self.last = self.draw(ctx, step, count)
+        return self.last
+
+    def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
+        """A fresh selection of ``count`` coordinates."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {"last": None if self.last is None else self.last.indices}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last = None if state.get("last") is None else Selection(state["last"])

@@ -24,8 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nint_dist.samplers.base import Sampler, Selection, SelectionContext
-from nint_dist.schedules import num_selected, ratio_at, reselect_at
+from nint_dist.samplers.base import ScheduledSampler, Selection, SelectionContext
 from nint_dist.selection import index_uniforms
 
 SALT_SHIFT, SALT_DRAW = 0xE6A1, 0xE6A2
@@ -148,27 +147,16 @@ def shifted_band(ctx: SelectionContext, edges_flat: torch.Tensor, step: int) -> 
     return band
 
 
-class Egra(Sampler):
+class Egra(ScheduledSampler):
     def __init__(self, cfg):
-        self.cfg = cfg
-        self.edges: torch.Tensor | None = None
-        self.last: Selection | None = None
+        super().__init__(cfg)
+        self.edges: torch.Tensor | None = None  # recomputed after a resume (a function of the signal)
 
-    def select(self, ctx: SelectionContext, step: int) -> Selection:
+    def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
         cfg = self.cfg
-        if self.last is not None and not reselect_at(cfg.interval, step, ctx.total_steps):
-            return self.last
         if self.edges is None:
             edges, own = canny_local(ctx, cfg.edge_low, cfg.edge_high, cfg.edge_hysteresis_px)
             self.edges = edges[own].reshape(-1)
         band = shifted_band(ctx, self.edges, step).to(torch.float64)
         weights = cfg.egra_edge_prob * band + (1.0 - cfg.egra_edge_prob) * cfg.egra_base_prob
-        count = num_selected(ratio_at(cfg.ratio_schedule, cfg.ratio, step, ctx.total_steps), ctx.num_points)
-        self.last = Selection.from_parts(weighted=ctx.weighted_picks(weights, count, None, step, SALT_DRAW))
-        return self.last
-
-    def state_dict(self) -> dict:
-        return {"last": None if self.last is None else self.last.indices}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.last = None if state.get("last") is None else Selection(state["last"])
+        return Selection.from_parts(weighted=ctx.weighted_picks(weights, count, None, step, SALT_DRAW))

@@ -19,9 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nint_dist.samplers.base import Sampler, Selection, SelectionContext
+from nint_dist.samplers.base import ScheduledSampler, Selection, SelectionContext
 from nint_dist.samplers.egra import canny, grey_8bit, image_rows, local_block
-from nint_dist.schedules import num_selected, ratio_at, reselect_at
 from nint_dist.selection import index_uniforms
 
 SALT_ANCHOR = 0xE9A1
@@ -71,11 +70,10 @@ def anchor_mask(ctx: SelectionContext, cfg, area: float) -> torch.Tensor:
     return dilate_2x2(edges[first : own.stop])[own.start - first :].reshape(-1)
 
 
-class Expansive(Sampler):
+class Expansive(ScheduledSampler):
     def __init__(self, cfg):
-        self.cfg = cfg
+        super().__init__(cfg)
         self.anchors: torch.Tensor | None = None
-        self.last: Selection | None = None
 
     def build_anchors(self, ctx: SelectionContext) -> torch.Tensor:
         area = self.cfg.expansive_anchor * self.cfg.ratio
@@ -86,22 +84,15 @@ class Expansive(Sampler):
         keys = torch.where(mask, keys, torch.full_like(keys, float("-inf")))
         return torch.sort(ctx.global_topk(keys, min(total, math.floor(area * ctx.num_points)))).values
 
-    def select(self, ctx: SelectionContext, step: int) -> Selection:
-        cfg = self.cfg
-        if self.last is not None and not reselect_at(cfg.interval, step, ctx.total_steps):
-            return self.last
+    def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
         if self.anchors is None:
             self.anchors = self.build_anchors(ctx)
-        count = num_selected(ratio_at(cfg.ratio_schedule, cfg.ratio, step, ctx.total_steps), ctx.num_points)
         rest = max(0, count - self.anchors.numel())
-        self.last = Selection.from_parts(
-            anchor=self.anchors, random=ctx.random_picks(rest, self.anchors, step)
-        )
-        return self.last
+        return Selection.from_parts(anchor=self.anchors, random=ctx.random_picks(rest, self.anchors, step))
 
     def state_dict(self) -> dict:
-        return {"anchors": self.anchors, "last": None if self.last is None else self.last.indices}
+        return {**super().state_dict(), "anchors": self.anchors}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.anchors = state.get("anchors")
-        self.last = None if state.get("last") is None else Selection(state["last"])

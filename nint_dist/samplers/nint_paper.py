@@ -15,8 +15,7 @@ import math
 
 import torch
 
-from nint_dist.samplers.base import Sampler, Selection, SelectionContext
-from nint_dist.schedules import num_selected, ratio_at, reselect_at
+from nint_dist.samplers.base import ScheduledSampler, Selection, SelectionContext
 
 
 def ntk_share_at(call: int, cfg) -> float:
@@ -28,20 +27,16 @@ def ntk_share_at(call: int, cfg) -> float:
     return cfg.ntk_share * math.exp(exponent)
 
 
-class NintPaper(Sampler):
+class NintPaper(ScheduledSampler):
     def __init__(self, cfg):
-        self.cfg = cfg
+        super().__init__(cfg)
         self.calls = 0
         self.ntk_share = 0.0
         self.ntk_cache = torch.empty(0, dtype=torch.int64)
-        self.last: Selection | None = None
 
-    def select(self, ctx: SelectionContext, step: int) -> Selection:
+    def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
         cfg = self.cfg
-        if self.last is not None and not reselect_at(cfg.interval, step, ctx.total_steps):
-            return self.last
         self.calls += 1
-        count = num_selected(ratio_at(cfg.ratio_schedule, cfg.ratio, step, ctx.total_steps), ctx.num_points)
         if self.calls == 1 or self.calls % cfg.ntk_period == 0:
             self.ntk_share = ntk_share_at(self.calls, cfg)
             num_ntk = int(count * self.ntk_share)
@@ -55,8 +50,7 @@ class NintPaper(Sampler):
         residual = ctx.global_topk(self.residual_scores(ctx, step), num_residual, exclude=ntk)
         taken = torch.cat([ntk, residual])
         random = ctx.random_picks(count - taken.numel(), taken, step)
-        self.last = Selection.from_parts(ntk=ntk, residual=residual, random=random)
-        return self.last
+        return Selection.from_parts(ntk=ntk, residual=residual, random=random)
 
     def residual_scores(self, ctx: SelectionContext, step: int) -> torch.Tensor:
         """Σ_c |r| of this worker's coordinates: a fresh forward pass over the shard, as the
@@ -66,14 +60,14 @@ class NintPaper(Sampler):
 
     def state_dict(self) -> dict:
         return {
+            **super().state_dict(),
             "calls": self.calls,
             "ntk_share": self.ntk_share,
             "ntk_cache": self.ntk_cache,
-            "last": None if self.last is None else self.last.indices,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.calls = int(state["calls"])
         self.ntk_share = float(state["ntk_share"])
         self.ntk_cache = state["ntk_cache"]
-        self.last = None if state.get("last") is None else Selection(state["last"])

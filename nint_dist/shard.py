@@ -63,7 +63,7 @@ def load_shard(
     allocated on the device, so host memory holds one chunk on top of the shard, not a copy.
     With ``verify``, each chunk row read is checked against the CRC32 recorded at ingestion."""
     row_lo, row_hi = shard_rows(spec, world_size, rank)
-    checksums = dict(array.attrs).get(ATTRS_KEY, {}).get("checksums") if verify else None
+    checksums = dict(getattr(array, "attrs", {})).get(ATTRS_KEY, {}).get("checksums") if verify else None
     if checksums is not None and checksums.get("chunk_rows") != spec.chunk_rows:
         checksums = None  # recorded for another chunking; nothing to compare block by block
     per_row = spec.points_per_row

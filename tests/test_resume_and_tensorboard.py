@@ -44,8 +44,8 @@ def runs(ray_session, tiny_signal_module, tmp_path_factory):
     whole = tmp_path_factory.mktemp("whole") / "run"
     resumed = tmp_path_factory.mktemp("resumed") / "run"
     assert fit(tiny_signal_module, whole, 12) == 0
-    assert fit(tiny_signal_module, resumed, 6) == 0  # stops at 6; checkpoints at 4 and 6
-    assert fit(tiny_signal_module, resumed, 12, "train.workers=3") == 0  # resumes at 6 on 3 workers
+    assert fit(tiny_signal_module, resumed, 6, "train.workers=3") == 0  # stops at 6; checkpoints at 4, 6
+    assert fit(tiny_signal_module, resumed, 12) == 0  # resumes at 6 on 2 workers (a node lost)
     return whole, resumed
 
 

@@ -63,3 +63,13 @@ def make_tiny_signal(folder: Path, rows: int = 24, cols: int = 20, chunk_rows: i
 @pytest.fixture(scope="module")
 def tiny_signal_module(tmp_path_factory) -> Path:
     return make_tiny_signal(tmp_path_factory.mktemp("signal"))
+
+
+def checkpoint_params(run_dir: Path):
+    """All parameters of a run's newest checkpoint, as one float64 vector."""
+    import torch
+
+    from nint_dist import checkpoint
+
+    state = checkpoint.load(checkpoint.latest(run_dir))
+    return torch.cat([v.reshape(-1).double() for v in state["model"].values()])

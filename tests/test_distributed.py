@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from nint_dist import checkpoint, launch
+from nint_dist import launch
+from tests.conftest import checkpoint_params
 
 COMMON = [
     "model.layers=3",
@@ -47,11 +47,6 @@ def selections(run_dir: Path) -> list[np.ndarray]:
     return [np.load(f) for f in files]
 
 
-def parameters(run_dir: Path) -> torch.Tensor:
-    state = checkpoint.load(run_dir / "checkpoints" / "step_000010")
-    return torch.cat([v.reshape(-1).double() for v in state["model"].values()])
-
-
 @pytest.fixture(scope="module")
 def runs(ray_session, tiny_signal_module, tmp_path_factory):
     out = {}
@@ -76,9 +71,9 @@ def test_float64_selections_identical_for_1_2_3_workers(runs):
 
 
 def test_float64_parameters_agree_after_10_steps(runs):
-    reference = parameters(runs["float64", 1])
+    reference = checkpoint_params(runs["float64", 1])
     for workers in (2, 3, "micro"):
-        got = parameters(runs["float64", workers])
+        got = checkpoint_params(runs["float64", workers])
         rel = ((got - reference).norm() / reference.norm()).item()
         assert rel < 1e-9, (workers, rel)
 

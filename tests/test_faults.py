@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
-from nint_dist import checkpoint, launch
+from nint_dist import launch
+from tests.conftest import checkpoint_params
 
 SETTINGS = [
     "model.layers=3",
@@ -31,11 +31,6 @@ def fit(signal: Path, run_dir: Path, *extra: str) -> int:
     return launch.main(
         ["configs/quickstart.yaml", f"data.path={signal}", f"run.dir={run_dir}", *SETTINGS, *extra]
     )
-
-
-def params(run_dir: Path) -> torch.Tensor:
-    state = checkpoint.load(checkpoint.latest(run_dir))
-    return torch.cat([v.reshape(-1) for v in state["model"].values()])
 
 
 def test_worker_killed_mid_run_is_restarted_and_replays_exactly(ray_session, tiny_signal, tmp_path):
@@ -57,7 +52,7 @@ def test_worker_killed_mid_run_is_restarted_and_replays_exactly(ray_session, tin
     assert json.loads(pid_file.read_text())["pid"] != victim  # a new worker finished the run
     final = json.loads((run_dir / "final.json").read_text())
     assert final["steps"] == 40
-    a, b = params(tmp_path / "whole"), params(run_dir)
+    a, b = checkpoint_params(tmp_path / "whole"), checkpoint_params(run_dir)
     assert ((a - b).norm() / a.norm()).item() < 1e-5
     whole_psnr = json.loads((tmp_path / "whole" / "final.json").read_text())["psnr"]
     assert abs(final["psnr"] - whole_psnr) < 0.1
@@ -84,7 +79,7 @@ def test_eight_workers_on_two_cores_make_the_one_worker_selection(ray_session, t
     for step in range(1, 6):
         name = f"selection/step_{step:06d}.npy"
         assert np.array_equal(np.load(tmp_path / "one" / name), np.load(tmp_path / "eight" / name))
-    a, b = params(tmp_path / "one"), params(tmp_path / "eight")
+    a, b = checkpoint_params(tmp_path / "one"), checkpoint_params(tmp_path / "eight")
     assert ((a - b).norm() / a.norm()).item() < 1e-9
 
 

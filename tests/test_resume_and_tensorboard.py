@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from nint_dist import checkpoint, launch
+from tests.conftest import checkpoint_params
 
 COMMON = [
     "model.layers=3",
@@ -49,17 +49,12 @@ def runs(ray_session, tiny_signal_module, tmp_path_factory):
     return whole, resumed
 
 
-def params(run_dir: Path) -> torch.Tensor:
-    state = checkpoint.load(checkpoint.latest(run_dir))
-    return torch.cat([v.reshape(-1) for v in state["model"].values()])
-
-
 def test_resumed_run_matches_uninterrupted(runs):
     whole, resumed = runs
     for step in range(1, 13):
         name = f"selection/step_{step:06d}.npy"
         assert np.array_equal(np.load(whole / name), np.load(resumed / name)), step
-    a, b = params(whole), params(resumed)
+    a, b = checkpoint_params(whole), checkpoint_params(resumed)
     assert ((a - b).norm() / a.norm()).item() < 1e-9
     steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 12

@@ -28,8 +28,9 @@ def explicit_scores(model, coords, targets):
 MODELS = {
     "siren": lambda: Siren(2, 3, layers=3, width=12),
     "ffn": lambda: FourierFeatureMLP(2, 3, layers=3, width=12, features=8, scale=3.0),
-    "hashgrid": lambda: HashGrid(2, 3, layers=2, width=8, levels=3, log2_size=6, features=2,
-                                 base_resolution=4, max_resolution=16),  # fmt: skip
+    "hashgrid": lambda: HashGrid(
+        2, 3, layers=2, width=8, levels=3, log2_size=6, features=2, base_resolution=4, max_resolution=16
+    ),  # fmt: skip
 }
 
 

@@ -1,17 +1,19 @@
 """``nint``: NINT's selection rule at a fraction of the reference sampler's cost.
 
 The reference sampler (``nint-paper``) ranks residuals with a forward pass over all N
-coordinates at every step; on a GPU that pass costs more than the training step itself. This
-sampler keeps the rule — NTK top-k early, the top residuals among the rest, uniform picks for
-the remainder — and ranks the residual part over a fresh uniform *pool* of about
-``pool_factor · k`` coordinates instead of all N, in float16 on GPUs.
+coordinates at every step; for large N that pass costs more than the training step itself.
+This sampler keeps the rule — NTK top-k early, the top residuals among the rest, uniform picks
+for the remainder — and ranks the residual part over a fresh uniform *pool* of about
+``pool_factor · k`` coordinates instead of all N (optionally in float16 on GPUs:
+``score_precision=half``; ranking all N that way cost 2 dB late in training, BENCHMARKS.md).
 
 Why a fresh pool and not cached residuals: residual ranks change fast. A cache kept current
 for free (every trained sample's residual from the training forward pass) or re-measured
 every few steps, used either as a hard set or as sampling weights, lost to plain uniform
-sampling (BENCHMARKS.md, "nint levers"); the same was seen for a hard set refreshed every m
-steps (design §8). A pool measured at the current parameters keeps the ranking exact for the
-candidates it holds, and its cost is set by the batch size, not by N.
+sampling (BENCHMARKS.md, "Levers measured on the CPU that did not pay"); the same was seen
+for a hard set refreshed every m steps (design §8). A pool measured at the current parameters
+keeps the ranking exact for the candidates it holds, and its cost is set by the batch size,
+not by N.
 
 The pool is a Bernoulli draw per coordinate from a hash of (seed, step, global index), so each
 worker draws its own part of the same pool and the selection does not depend on the worker

@@ -153,14 +153,28 @@ class ShardContext:
         return torch.arange(self.num_points, device=self.shard.device)
 
     def global_topk(
-        self, local_scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+        self,
+        local_scores: torch.Tensor,
+        k: int,
+        exclude: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Exact global top-k: local canonical top-k, all-gathered, merged canonically. Collective."""
-        indices = self.shard.global_indices()
+        """Exact global top-k: local canonical top-k, all-gathered, merged canonically. Collective.
+
+        ``local_scores`` score this worker's whole shard, or only the candidates whose global
+        ``indices`` are given (a pool: then every step of the ranking is the pool's size)."""
         scores = local_scores.detach()
         if exclude is not None and exclude.numel():
-            keep = ~selection.isin_sorted(indices, torch.sort(exclude).values)
-            scores, indices = scores[keep], indices[keep]
+            if indices is None:  # the whole shard: a mask by position, O(n + excluded)
+                keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+                rows = exclude - self.shard.start
+                keep[rows[(rows >= 0) & (rows < scores.numel())]] = False
+            else:
+                keep = ~selection.isin_sorted(indices, torch.sort(exclude).values)
+            indices = (self.shard.global_indices() if indices is None else indices)[keep]
+            scores = scores[keep]
+        elif indices is None:
+            indices = self.shard.global_indices()
         scores, indices = selection.topk_canonical(scores, indices, k)
         if not self.comm.distributed:  # the local canonical top-k is the global one
             if indices.numel() < k:

@@ -276,6 +276,8 @@ BASELINES = {
     "soft": dict(soft_warmup=2),
     "evos": dict(evos_interval_start=3, evos_interval_end=2),
     "expansive": dict(edge_hysteresis_px=6, expansive_anchor=0.9),
+    "nint-paper": dict(),  # not baselines, but checked the same way: the whole shard ranked
+    "nint": dict(),  # ranked over a pool drawn per index
 }
 STEPS = 5
 

@@ -55,8 +55,8 @@ class HandContext:
         self.ntk_calls += 1
         return self.ntk
 
-    def global_topk(self, scores, k, exclude=None):
-        idx = torch.arange(self.num_points)
+    def global_topk(self, scores, k, exclude=None, indices=None):
+        idx = torch.arange(self.num_points) if indices is None else indices
         if exclude is not None and exclude.numel():
             keep = ~torch.isin(idx, exclude)
             scores, idx = scores[keep], idx[keep]

@@ -53,9 +53,14 @@ class SelectionContext(Protocol):
         """Local NTK scores ‖(J Jᵀ r)_i‖² with the global v, [n_local]. Collective."""
 
     def global_topk(
-        self, local_scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+        self,
+        local_scores: torch.Tensor,
+        k: int,
+        exclude: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The k best global indices by score (canonical order), excluding ``exclude``. Collective."""
+        """The k best global indices by score (canonical order), excluding ``exclude``; the scores
+        cover this worker's shard, or the candidates with global ``indices``. Collective."""
 
     def random_picks(self, count: int, exclude: torch.Tensor, step: int) -> torch.Tensor:
         """``count`` uniform picks outside ``exclude`` from the (seed, step) generator."""

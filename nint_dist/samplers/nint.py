@@ -30,13 +30,13 @@ _POOL_SALT = 0x5EED
 
 
 class Nint(NintPaper):
-    def residual_scores(self, ctx: SelectionContext, step: int) -> torch.Tensor:
+    def residual_candidates(
+        self, ctx: SelectionContext, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         half = self.cfg.score_precision == "half"
         if self.cfg.pool_factor <= 0:
-            return ctx.residual_l1(half=half)
+            return ctx.residual_l1(half=half), None
         indices = ctx.local_indices()
         pool_share = min(1.0, self.cfg.pool_factor * self.cfg.ratio)
         rows = (index_uniforms(ctx.seed, step, _POOL_SALT, indices) < pool_share).nonzero().squeeze(1)
-        scores = torch.full((indices.numel(),), float("-inf"), device=indices.device)
-        scores[rows] = ctx.residual_l1_at(rows, half=half).float()
-        return scores
+        return ctx.residual_l1_at(rows, half=half), indices[rows]

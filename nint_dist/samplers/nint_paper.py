@@ -47,16 +47,20 @@ class NintPaper(ScheduledSampler):
         ntk = self.ntk_cache[:count]
         residual_share = max(0.0, 1.0 - self.ntk_share - cfg.random_share)
         num_residual = min(int(count * residual_share), count - ntk.numel())
-        residual = ctx.global_topk(self.residual_scores(ctx, step), num_residual, exclude=ntk)
+        scores, candidates = self.residual_candidates(ctx, step)
+        residual = ctx.global_topk(scores, num_residual, exclude=ntk, indices=candidates)
         taken = torch.cat([ntk, residual])
         random = ctx.random_picks(count - taken.numel(), taken, step)
         return Selection.from_parts(ntk=ntk, residual=residual, random=random)
 
-    def residual_scores(self, ctx: SelectionContext, step: int) -> torch.Tensor:
-        """Σ_c |r| of this worker's coordinates: a fresh forward pass over the shard, as the
-        reference code does at every re-selection."""
+    def residual_candidates(
+        self, ctx: SelectionContext, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Σ_c |r| of the coordinates the residual share is ranked over, and their global indices
+        (None: this worker's whole shard): a fresh forward pass over the shard, as the reference
+        code does at every re-selection."""
         del step
-        return ctx.residual_l1()
+        return ctx.residual_l1(), None
 
     def state_dict(self) -> dict:
         return {

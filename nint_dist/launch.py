@@ -208,7 +208,7 @@ def connect_ray(cfg: Config, verbose: bool) -> bool:
         try:
             ray.init(
                 address=address,
-                logging_level=logging.INFO if verbose else logging.WARNING,
+                logging_level=logging.INFO if verbose else logging.ERROR,
                 log_to_driver=verbose,
                 **extra,
             )

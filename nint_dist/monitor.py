@@ -43,11 +43,12 @@ class ImageMonitor:
         lo, hi = spec.value_range
         target = np.asarray(array[:: self.stride, :: self.stride], dtype=np.float64)
         self.target = (target - lo) / (hi - lo)
-        self.heat = torch.zeros(self.shape[0] * self.shape[1], dtype=torch.float64)
+        self.heat = torch.zeros(self.shape[0] * self.shape[1], dtype=torch.float64, device=device)
+        """Selection counts per preview cell, kept on the device: no copy per step."""
 
     def add_selection(self, indices: torch.Tensor) -> None:
         width = self.spec.grid[1]
-        idx = indices.cpu()
+        idx = indices.to(self.heat.device)
         cell = (idx // width // self.stride) * self.shape[1] + (idx % width) // self.stride
         self.heat += torch.bincount(cell, minlength=self.heat.numel()).double()
 
@@ -60,7 +61,7 @@ class ImageMonitor:
         """Write the preview and the heat map (then reset it); return the preview's SSIM."""
         image = self.preview(model)
         writer.add_image("reconstruction", _to_rgb(image), step, dataformats="HWC")
-        heat = self.heat.reshape(self.shape).numpy()
+        heat = self.heat.reshape(self.shape).cpu().numpy()
         heat = heat / heat.max() if heat.max() > 0 else heat
         writer.add_image("selection_heatmap", heat[None].astype(np.float32), step, dataformats="CHW")
         self.heat.zero_()

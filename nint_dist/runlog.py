@@ -55,8 +55,9 @@ class RunLog:
                     self.writer.add_scalar(key.replace(".", "/"), value, step)
 
     def selection(self, step: int, indices: torch.Tensor) -> None:
+        """Save the step's global indices (copied off the device only when saving is on)."""
         if self.save_selection:
-            np.save(self.dir / "selection" / f"step_{step:06d}.npy", indices.numpy())
+            np.save(self.dir / "selection" / f"step_{step:06d}.npy", indices.cpu().numpy())
 
     def final(self, summary: dict) -> None:
         atomic_write_bytes(self.dir / "final.json", (json.dumps(summary, indent=2) + "\n").encode())

@@ -279,7 +279,7 @@ class Trainer:
             since_log["seconds"] += sum(split.values())
             since_log["steps"] += 1
             if self.log is not None:
-                self.log.selection(self.step, sel.indices.cpu())
+                self.log.selection(self.step, sel.indices)
             if self.monitor is not None:
                 self.monitor.add_selection(sel.indices)
             finished = self.step >= cfg.train.steps or self.out_of_time()

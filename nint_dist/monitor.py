@@ -50,7 +50,7 @@ class ImageMonitor:
         width = self.spec.grid[1]
         idx = indices.to(self.heat.device)
         cell = (idx // width // self.stride) * self.shape[1] + (idx % width) // self.stride
-        self.heat += torch.bincount(cell, minlength=self.heat.numel()).double()
+        self.heat.index_add_(0, cell, torch.ones_like(cell, dtype=self.heat.dtype))  # no host sync
 
     def preview(self, model: nn.Module) -> np.ndarray:
         coords = lambda lo, hi: flat_to_coords(self.flat[lo:hi], self.spec, self.dtype)  # noqa: E731

@@ -8,34 +8,48 @@ merging it with the same rule gives the selection one process would make.
 Shapes: ``[n]`` one entry per candidate coordinate, ``[k]`` one per selected coordinate.
 """
 
+import math
+
 import torch
 
 _SEED_MIX = 0x9E3779B97F4A7C15
 
 
-def topk_canonical(scores: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` best (score, index) pairs in canonical order.
+def topk_set(scores: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best (score, index) pairs by the canonical rule, in ascending index order.
 
-    Ties at the k-th score are broken by the smaller global index, so the result does not
-    depend on how candidates were partitioned or ordered.
-    Args: scores [n] floating, indices [n] int64 (distinct). Returns (scores [k'], indices [k'])
+    Requires ``indices`` ascending. Ties at the k-th score go to the smaller global indices,
+    which come first, so a running count of the ties picks them. No value is read back to the
+    host: on a GPU the whole selection stays queued behind the work before it.
+    Args: scores [n] floating, indices [n] int64 ascending. Returns (scores [k'], indices [k'])
     with k' = min(k, n).
     """
     k = min(int(k), scores.numel())
     if k <= 0:
         return scores[:0], indices[:0]
     kth = torch.topk(scores, k, sorted=False).values.min()
-    keep = scores > kth
-    num_ties_needed = k - int(keep.sum())
-    if num_ties_needed > 0:
-        tie_pos = (scores == kth).nonzero().squeeze(1)
-        tie_pos = tie_pos[torch.argsort(indices[tie_pos])[:num_ties_needed]]
-        keep[tie_pos] = True
-    s, i = scores[keep], indices[keep]
-    by_index = torch.argsort(i)
-    s, i = s[by_index], i[by_index]
-    by_score = torch.sort(s, descending=True, stable=True).indices
-    return s[by_score], i[by_score]
+    above = scores > kth
+    ties = scores == kth
+    keep = above | (ties & (ties.cumsum(0) <= k - above.sum()))
+    rows = torch.nonzero_static(keep, size=k).squeeze(1)
+    return scores[rows], indices[rows]
+
+
+def canonical_order(scores: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score descending, index ascending on ties, of a list given in ascending index order."""
+    by_score = torch.sort(scores, descending=True, stable=True).indices
+    return scores[by_score], indices[by_score]
+
+
+def topk_canonical(scores: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best (score, index) pairs in canonical order, for indices in any order (distinct).
+
+    Ties at the k-th score are broken by the smaller global index, so the result does not
+    depend on how candidates were partitioned or ordered. Returns (scores [k'], indices [k'])
+    with k' = min(k, n).
+    """
+    by_index = torch.argsort(indices)
+    return canonical_order(*topk_set(scores[by_index], indices[by_index], k))
 
 
 def isin_sorted(values: torch.Tensor, sorted_set: torch.Tensor) -> torch.Tensor:
@@ -53,40 +67,57 @@ def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> 
     return torch.Generator(device=device).manual_seed(mixed)
 
 
+def distinct_draw(num_points: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` distinct indices of [0, N) in a uniformly random order: the first ``count``
+    entries of a random permutation, a function of the generator alone (never of the worker
+    count). Returns int64 [count] on the generator's device.
+
+    Dense draws (count ≥ N/8) take a prefix of a permutation. Sparse ones draw a little more than
+    ``count`` with replacement and keep first occurrences; only they read one number back to
+    the host, to confirm that enough distinct values came (they almost always do)."""
+    device = generator.device
+    if count > num_points:
+        raise ValueError(f"cannot draw {count} distinct of {num_points} coordinates")
+    if count * 8 >= num_points:
+        return torch.randperm(num_points, generator=generator, device=device)[:count]
+    # Draws needed for count distinct values in expectation, plus a margin of many deviations.
+    wanted = min(num_points - 1, count + 8 * math.isqrt(count) + 16)
+    draws = math.ceil(-num_points * math.log1p(-wanted / num_points))
+    values = torch.empty(0, dtype=torch.int64, device=device)
+    while True:
+        more = torch.randint(0, num_points, (draws,), generator=generator, device=device)
+        values = torch.cat([values, more])
+        order = torch.sort(values, stable=True)
+        first_in_sorted = torch.ones_like(values, dtype=torch.bool)
+        first_in_sorted[1:] = order.values[1:] != order.values[:-1]
+        is_first = torch.empty_like(first_in_sorted).index_put_((order.indices,), first_in_sorted)
+        if int(is_first.sum()) >= count:
+            return values[first_rows(is_first, count)]
+        draws = count  # rare: draw once more and keep the first occurrences of both draws
+
+
+def first_rows(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Positions of the first ``count`` True entries of ``mask`` (which has at least that many)."""
+    return torch.nonzero_static(mask & (mask.cumsum(0) <= count), size=count).squeeze(1)
+
+
 def random_picks(
     num_points: int, count: int, exclude: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
-    """``count`` distinct global indices drawn uniformly from [0, N) minus ``exclude``.
-
-    Draws candidates in batches and keeps first occurrences, so the outcome is a function of
-    the generator alone (never of the worker count). Returns int64 [count] on the generator's
-    device, in draw order.
-    """
-    device = generator.device
-    exclude = torch.sort(exclude.to(device, torch.int64)).values
+    """``count`` distinct global indices drawn uniformly from [0, N) minus ``exclude`` (distinct
+    indices), in draw order: the first ``count`` entries outside ``exclude`` of a distinct draw
+    of ``count + |exclude|``, which always holds enough. Returns int64 [count] on the
+    generator's device."""
     available = num_points - exclude.numel()
     if count > available:
         raise ValueError(f"cannot draw {count} of {available} remaining coordinates")
     if count <= 0:
-        return torch.empty(0, dtype=torch.int64, device=device)
-    if count * 2 > available:  # dense draw: a permutation is cheaper than rejection
-        perm = torch.randperm(num_points, generator=generator, device=device)
-        return perm[~isin_sorted(perm, exclude)][:count]
-    picked = torch.empty(0, dtype=torch.int64, device=device)
-    while picked.numel() < count:
-        need = count - picked.numel()
-        draw = torch.randint(0, num_points, (int(need * 1.25) + 16,), generator=generator, device=device)
-        draw = draw[~isin_sorted(draw, exclude)]
-        picked = _first_occurrences(torch.cat([picked, draw]))
-    return picked[:count]
-
-
-def _first_occurrences(values: torch.Tensor) -> torch.Tensor:
-    """Distinct values in order of first appearance."""
-    order = torch.sort(values, stable=True)
-    is_first = torch.ones_like(values, dtype=torch.bool)
-    is_first[1:] = order.values[1:] != order.values[:-1]
-    return values[torch.sort(order.indices[is_first]).values]
+        return torch.empty(0, dtype=torch.int64, device=generator.device)
+    draw = distinct_draw(num_points, count + exclude.numel(), generator)
+    if exclude.numel() == 0:
+        return draw
+    outside = ~isin_sorted(draw, torch.sort(exclude.to(draw.device, torch.int64)).values)
+    return draw[first_rows(outside, count)]
 
 
 def balanced_bounds(num_selected: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -151,8 +182,10 @@ def index_uniforms(seed: int, step: int, salt: int, indices: torch.Tensor) -> to
 def weighted_keys(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Efraimidis–Spirakis keys log(u_i) / w_i: the k largest keys are a draw of k items without
     replacement with probability proportional to ``weights`` (successive draws, each ∝ the
-    weights of the items left). Zero weight gives −inf (never drawn before a positive one).
+    weights of the items left). Zero weight gives the lowest finite key (never drawn before a
+    positive one); −inf stays free to mark excluded candidates in a top-k.
     Args: weights [n] ≥ 0, uniforms [n] in (0, 1). Returns float64 [n]."""
     w = weights.to(torch.float64)
+    lowest = torch.finfo(torch.float64).min
     keys = torch.log(uniforms.to(torch.float64)) / w.clamp_min(torch.finfo(torch.float64).tiny)
-    return torch.where(w > 0, keys, torch.full_like(keys, float("-inf")))
+    return torch.where(w > 0, keys, torch.full_like(keys, lowest)).clamp_min(lowest)

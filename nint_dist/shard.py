@@ -7,7 +7,6 @@ all-reduce of v for NTK scores, an all-gather of local top-k lists merged canoni
 random picks from a (seed, step) generator that every worker evaluates identically.
 """
 
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from torch import nn
 from nint_dist import scoring, selection
 from nint_dist.comm import Comm
 from nint_dist.signal import ATTRS_KEY, SignalSpec, flat_to_coords, shard_rows, shard_starts, to_unit
+from nint_dist.steptimer import PhaseTimer
 
 
 @dataclass
@@ -89,7 +89,16 @@ def load_shard(
 class ShardContext:
     """SelectionContext over one shard; collective methods use ``comm``."""
 
-    def __init__(self, model: nn.Module, shard: Shard, comm: Comm, chunk: int, seed: int, total_steps: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        shard: Shard,
+        comm: Comm,
+        chunk: int,
+        seed: int,
+        total_steps: int,
+        timer: PhaseTimer | None = None,
+    ):
         self.model = model
         self.shard = shard
         self.comm = comm
@@ -98,56 +107,72 @@ class ShardContext:
         self.total_steps = total_steps
         self.num_points = shard.spec.num_points
         self.starts = shard_starts(shard.spec, comm.world_size)
-        self.score_seconds = 0.0
-        """Time spent in scoring passes (residuals, NTK), accumulated; the rest of a sampler's
-        time is selection bookkeeping."""
+        self.timer = timer or PhaseTimer(shard.device)
+        """Scoring passes are marked "score"; the rest of a sampler's time is "select"."""
         self.last_scores: dict[str, torch.Tensor] = {}
         """The latest local scores of each kind, for TensorBoard histograms."""
 
     def _timed(self, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        start = time.perf_counter()
+        self.timer.lap("select")
         scores = compute()
-        if scores.is_cuda:
-            torch.cuda.synchronize(scores.device)
-        self.score_seconds += time.perf_counter() - start
+        self.timer.lap("score")
         self.last_scores[name] = scores
         return scores
 
-    def residual_l1(self, half: bool = False) -> torch.Tensor:
-        s = self.shard
+    def residual_l1(self, precision: str = "full") -> torch.Tensor:
+        s, chunk = self.shard, self.chunk
         return self._timed(
-            "residual", lambda: scoring.residual_l1(self.model, s.coords, s.targets, s.size, self.chunk, half)
+            "residual", lambda: scoring.residual_l1(self.model, s.coords, s.targets, s.size, chunk, precision)
         )
 
-    def residual_l1_at(self, rows: torch.Tensor, half: bool = False) -> torch.Tensor:
-        """Σ_c |r| at some rows of this worker's shard, [len(rows)] (no communication)."""
+    def _rows_fns(self, rows: torch.Tensor):
+        """Coordinate and target functions over some rows of the shard, for the scoring passes."""
         s = self.shard
         flat = rows + s.start
-        return self._timed(
-            "residual_pool",
-            lambda: scoring.residual_l1(
-                self.model,
-                lambda lo, hi: flat_to_coords(flat[lo:hi], s.spec, s.dtype),
-                lambda lo, hi: to_unit(s.values[rows[lo:hi]], s.spec, s.dtype),
-                rows.numel(),
-                self.chunk,
-                half,
-            ),
+        return (
+            lambda lo, hi: flat_to_coords(flat[lo:hi], s.spec, s.dtype),
+            lambda lo, hi: to_unit(s.values[rows[lo:hi]], s.spec, s.dtype),
         )
 
-    def local_indices(self) -> torch.Tensor:
-        """Global indices of this worker's coordinates [n_local], on its device."""
-        return self.shard.global_indices()
+    def residual_l1_at(self, rows: torch.Tensor, precision: str = "full") -> torch.Tensor:
+        """Σ_c |r| at some rows of this worker's shard, [len(rows)] (no communication)."""
+        coords_of, targets_of = self._rows_fns(rows)
+        n, chunk = rows.numel(), self.chunk
+        return self._timed(
+            "residual_pool",
+            lambda: scoring.residual_l1(self.model, coords_of, targets_of, n, chunk, precision),
+        )
+
+    def local_part(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The entries of ascending global ``indices`` that this worker owns: (rows of its shard,
+        global indices). One worker owns them all (no host synchronisation)."""
+        if not self.comm.distributed:
+            return indices - self.shard.start, indices
+        lo, hi = self.local_range()
+        bounds = torch.tensor([lo, hi], dtype=indices.dtype, device=indices.device)
+        first, stop = torch.searchsorted(indices, bounds).tolist()
+        return indices[first:stop] - lo, indices[first:stop]
+
+    def distinct_draw(self, count: int, step: int) -> torch.Tensor:
+        """``count`` distinct global indices in random order from the (seed, step) generator,
+        the same on every worker."""
+        generator = selection.step_generator(self.seed, step, self.shard.device)
+        return selection.distinct_draw(self.num_points, count, generator)
 
     def ntk_scores(self) -> torch.Tensor:
         s = self.shard
+        return self._timed("ntk", lambda: self._ntk(s.coords, s.targets, s.size))
 
-        def compute() -> torch.Tensor:
-            v = scoring.residual_vjp(self.model, s.coords, s.targets, s.size, self.chunk)
-            self.comm.all_reduce_sum_(list(v.values()))
-            return scoring.ntk_scores(self.model, v, s.coords, s.size, self.chunk)
+    def ntk_scores_at(self, rows: torch.Tensor) -> torch.Tensor:
+        """NTK scores of some rows of each worker, with v = Jᵀr summed over those rows of every
+        worker (a pool's estimate of the global v, up to a scale the ranking ignores). Collective."""
+        coords_of, targets_of = self._rows_fns(rows)
+        return self._timed("ntk_pool", lambda: self._ntk(coords_of, targets_of, rows.numel()))
 
-        return self._timed("ntk", compute)
+    def _ntk(self, coords_of, targets_of, n: int) -> torch.Tensor:
+        v = scoring.residual_vjp(self.model, coords_of, targets_of, n, self.chunk)
+        self.comm.all_reduce_sum_(list(v.values()))
+        return scoring.ntk_scores(self.model, v, coords_of, n, self.chunk)
 
     def arange(self) -> torch.Tensor:
         return torch.arange(self.num_points, device=self.shard.device)
@@ -158,35 +183,31 @@ class ShardContext:
         k: int,
         exclude: torch.Tensor | None = None,
         indices: torch.Tensor | None = None,
+        num_candidates: int | None = None,
     ) -> torch.Tensor:
-        """Exact global top-k: local canonical top-k, all-gathered, merged canonically. Collective.
+        """Exact global top-k in canonical order: local top-k, all-gathered, merged. Collective.
 
-        ``local_scores`` score this worker's whole shard, or only the candidates whose global
-        ``indices`` are given (a pool: then every step of the ranking is the pool's size)."""
+        ``local_scores`` score this worker's whole shard, or the candidates with ascending global
+        ``indices`` (a pool: then every step of the ranking is the pool's size), of which all
+        workers hold ``num_candidates`` together. Excluded candidates score −inf. Nothing is read
+        back to the host unless the candidates might be too few for k (then one check)."""
         scores = local_scores.detach()
-        if exclude is not None and exclude.numel():
-            if indices is None:  # the whole shard: a mask by position, O(n + excluded)
-                keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-                rows = exclude - self.shard.start
-                keep[rows[(rows >= 0) & (rows < scores.numel())]] = False
-            else:
-                keep = ~selection.isin_sorted(indices, torch.sort(exclude).values)
-            indices = (self.shard.global_indices() if indices is None else indices)[keep]
-            scores = scores[keep]
-        elif indices is None:
-            indices = self.shard.global_indices()
-        scores, indices = selection.topk_canonical(scores, indices, k)
-        if not self.comm.distributed:  # the local canonical top-k is the global one
-            if indices.numel() < k:
-                raise ValueError(f"asked for {k} picks but only {indices.numel()} candidates remain")
-            return indices
-        all_scores = self.comm.all_gather_padded(scores, k, float("-inf"))
-        all_indices = self.comm.all_gather_padded(indices, k, -1)
-        valid = all_indices >= 0
-        merged = selection.topk_canonical(all_scores[valid], all_indices[valid], k)[1]
-        if merged.numel() < k:
-            raise ValueError(f"asked for {k} picks but only {merged.numel()} candidates remain")
-        return merged
+        if indices is None:
+            indices, num_candidates = self.shard.global_indices(), self.num_points
+        num_excluded = 0 if exclude is None else exclude.numel()
+        if num_excluded:
+            hit = selection.isin_sorted(indices, torch.sort(exclude).values)
+            scores = scores.masked_fill(hit, float("-inf"))
+        scores, indices = selection.topk_set(scores, indices, k)
+        if self.comm.distributed:
+            all_scores = self.comm.all_gather_padded(scores, k, float("-inf")).view(-1)
+            all_indices = self.comm.all_gather_padded(indices, k, -1).view(-1)
+            by_index = torch.argsort(all_indices)  # rows are ascending and disjoint, but padded
+            scores, indices = selection.topk_set(all_scores[by_index], all_indices[by_index], k)
+        if num_candidates is None or num_candidates - num_excluded < k:
+            if indices.numel() < k or bool(torch.isinf(scores).any()):
+                raise ValueError(f"asked for {k} picks but fewer candidates remain")
+        return selection.canonical_order(scores, indices)[1]
 
     def random_picks(self, count: int, exclude: torch.Tensor, step: int) -> torch.Tensor:
         generator = selection.step_generator(self.seed, step, self.shard.device)

@@ -33,6 +33,7 @@ from nint_dist.schedules import num_selected, ratio_at
 from nint_dist.selection import balanced_bounds, ddp_scaled_loss
 from nint_dist.shard import Shard, ShardContext, load_shard
 from nint_dist.signal import ATTRS_KEY, flat_to_coords, from_unit, open_signal, shard_rows, to_unit
+from nint_dist.steptimer import PhaseTimer
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -77,11 +78,6 @@ def wrap_for_update(model: nn.Module, rt: Runtime) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Trainer:
     """Everything one worker holds for a run."""
 
@@ -94,6 +90,8 @@ class Trainer:
             self.array, self.spec, rt.world_size, rt.rank, rt.device, self.dtype, cfg.data.verify
         )
         torch.manual_seed(cfg.train.seed)
+        if rt.device.type == "cuda" and cfg.train.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
         self.model = build_model(len(self.spec.grid), self.spec.channels, cfg.model).to(rt.device, self.dtype)
         self.update_model = wrap_for_update(self.model, rt)
         self.optimizer = torch.optim.Adam(
@@ -104,8 +102,9 @@ class Trainer:
             self.update_model = torch.compile(self.update_model)
             self.compile_seconds = self._warm_up()
         self.sampler: Sampler = build_sampler(cfg.sampler)
+        self.timer = PhaseTimer(rt.device)
         self.ctx = ShardContext(
-            self.model, self.shard, self.comm, cfg.sampler.chunk, cfg.train.seed, cfg.train.steps
+            self.model, self.shard, self.comm, cfg.sampler.chunk, cfg.train.seed, cfg.train.steps, self.timer
         )
         self.step = 0
         self.train_seconds = 0.0
@@ -131,36 +130,42 @@ class Trainer:
         coords = self.shard.coords(0, min(hi - lo, self.shard.size))
         self.update_model(coords).pow(2).mean().backward()
         self.optimizer.zero_grad(set_to_none=True)
-        _sync(self.rt.device)
+        if self.rt.device.type == "cuda":
+            torch.cuda.synchronize(self.rt.device)
         return time.perf_counter() - t0
 
-    def train_step(self) -> tuple[Selection, torch.Tensor, dict[str, float]]:
-        """One optimizer step. Collective: every worker calls it every step."""
-        rt, device = self.rt, self.rt.device
-        t0 = time.perf_counter()
-        score_before = self.ctx.score_seconds
+    def train_step(self) -> tuple[Selection, torch.Tensor]:
+        """One optimizer step. Collective: every worker calls it every step. Nothing waits for
+        the GPU here: the phases are marked on ``self.timer`` and read when a block is closed."""
+        rt, timer = self.rt, self.timer
+        timer.lap("loop")  # since the last step ended: the loop's own bookkeeping
         sel = self.sampler.select(self.ctx, self.step)
-        _sync(device)
-        t1 = time.perf_counter()
-        score_s = self.ctx.score_seconds - score_before
+        timer.lap("select")
         k = sel.indices.numel()
         bounds = [balanced_bounds(k, rt.world_size, r) for r in range(rt.world_size)]
         part = sel.indices[bounds[rt.rank][0] : bounds[rt.rank][1]]
         route = self.ctx.route(part, bounds, sel.indices)
         stored = self.ctx.exchange_targets(route)
-        _sync(device)
-        t2 = time.perf_counter()
+        timer.lap("exchange")
         weights = None if sel.weights is None else sel.weights[bounds[rt.rank][0] : bounds[rt.rank][1]]
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.accumulate_gradients(part, stored, weights, k)
         self.optimizer.step()
-        _sync(device)
-        t3 = time.perf_counter()
+        timer.lap("train")
         self.part_sizes += part.numel()
         self.step += 1
-        self.train_seconds += t3 - t0
-        split = {"score_s": score_s, "select_s": t1 - t0 - score_s, "exchange_s": t2 - t1, "train_s": t3 - t2}
-        return sel, loss.detach(), split
+        return sel, loss.detach()
+
+    def close_block(self) -> dict[str, float]:
+        """Seconds per phase of the steps since the last call (waits for the device); they join
+        the training clock."""
+        spans = self.timer.close()
+        self.train_seconds += sum(spans.values())
+        return spans
+
+    def clock(self) -> float:
+        """Training seconds so far, the open block estimated from the host clock."""
+        return self.train_seconds + self.timer.open_seconds()
 
     def accumulate_gradients(
         self, part: torch.Tensor, stored: torch.Tensor, weights: torch.Tensor | None, num_selected: int
@@ -221,7 +226,7 @@ class Trainer:
         """Same answer on every worker: the slowest worker's clock decides. Collective when a
         budget is set."""
         budget = self.cfg.train.max_seconds
-        return budget is not None and self.comm.all_reduce_max(self.train_seconds) >= budget
+        return budget is not None and self.comm.all_reduce_max(self.clock()) >= budget
 
     def state(self) -> dict:
         """Everything a resumed run needs to continue exactly as an uninterrupted one. Sampler
@@ -267,16 +272,19 @@ class Trainer:
 
     def fit(self) -> dict | None:
         cfg = self.cfg
-        timings = {"score_s": 0.0, "select_s": 0.0, "exchange_s": 0.0, "train_s": 0.0}
+        timings = {f"{phase}_s": 0.0 for phase in ("score", "select", "exchange", "train", "loop")}
         since_log = {"samples": 0, "seconds": 0.0, "steps": 0, "bytes": dict(self.comm.bytes_sent)}
         ddp_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         result: dict[str, float] = {}
+
+        def close_block() -> None:  # before anything that must stay off the training clock
+            for phase, seconds in self.close_block().items():
+                timings[f"{phase}_s"] += seconds
+                since_log["seconds"] += seconds
+
         while self.step < cfg.train.steps:
-            sel, loss, split = self.train_step()
-            for key, value in split.items():
-                timings[key] += value
+            sel, loss = self.train_step()
             since_log["samples"] += sel.indices.numel()
-            since_log["seconds"] += sum(split.values())
             since_log["steps"] += 1
             if self.log is not None:
                 self.log.selection(self.step, sel.indices)
@@ -284,6 +292,7 @@ class Trainer:
                 self.monitor.add_selection(sel.indices)
             finished = self.step >= cfg.train.steps or self.out_of_time()
             if finished or self.step % cfg.log.every == 0:
+                close_block()
                 steps = since_log["steps"]
                 traffic = {  # this worker's payload per step, by collective (DDP's gradients included)
                     f"bytes_per_step/{kind}": (sent - since_log["bytes"][kind]) / steps
@@ -301,9 +310,11 @@ class Trainer:
                         log_histograms(self.log.writer, self.step, self.ctx.last_scores)
                     self.log.metrics(self._row(sel, result, timings))
             if not finished and cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
+                close_block()
                 self.save_checkpoint(result)
             if finished:
                 break
+        close_block()
         if not result:  # resumed at or past the last step: measure what the checkpoint holds
             result = self.evaluate(torch.zeros((), device=self.rt.device))
         extra = self.write_reconstruction()

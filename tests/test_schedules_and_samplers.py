@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from nint_dist.config import SamplerConfig
+from nint_dist.samplers.nint import Nint
 from nint_dist.samplers.nint_paper import NintPaper, ntk_share_at
 from nint_dist.schedules import num_selected, ratio_at, reselect_at
-from nint_dist.selection import random_picks, step_generator, topk_canonical
+from nint_dist.selection import distinct_draw, random_picks, step_generator, topk_canonical
 
 
 def test_ratio_schedules():
@@ -48,22 +49,36 @@ class HandContext:
         self.res = torch.rand(n, generator=g)
         self.ntk_calls = 0
 
-    def residual_l1(self):
+    def residual_l1(self, precision="full"):
         return self.res
 
     def ntk_scores(self):
         self.ntk_calls += 1
         return self.ntk
 
-    def global_topk(self, scores, k, exclude=None, indices=None):
+    def random_picks(self, count, exclude, step):
+        return random_picks(self.num_points, count, exclude, step_generator(0, step))
+
+    def global_topk(self, scores, k, exclude=None, indices=None, num_candidates=None):
         idx = torch.arange(self.num_points) if indices is None else indices
         if exclude is not None and exclude.numel():
             keep = ~torch.isin(idx, exclude)
             scores, idx = scores[keep], idx[keep]
         return topk_canonical(scores, idx, k)[1]
 
-    def random_picks(self, count, exclude, step):
-        return random_picks(self.num_points, count, exclude, step_generator(0, step))
+    # the pool-based sampler's primitives (one worker: it owns every row)
+    def distinct_draw(self, count, step):
+        return distinct_draw(self.num_points, count, step_generator(0, step))
+
+    def local_part(self, indices):
+        return indices, indices
+
+    def residual_l1_at(self, rows, precision="full"):
+        return self.res[rows]
+
+    def ntk_scores_at(self, rows):
+        self.ntk_calls += 1
+        return self.ntk[rows]
 
 
 def test_nint_paper_composition_and_refresh():
@@ -95,6 +110,36 @@ def test_nint_paper_reuses_ntk_picks_between_refreshes():
         assert torch.equal(sampler.ntk_cache, cached[0])
     sampler.select(ctx, 9)  # call 10: refresh
     assert not torch.equal(sampler.ntk_cache, cached[0])
+
+
+def test_nint_ranks_a_pool_and_draws_its_uniform_picks_outside_it():
+    n, count = 10_000, 2000
+    ctx = HandContext(n)
+    sampler = Nint(SamplerConfig(ratio=0.2, pool_factor=3.0))
+    got = sampler.select(ctx, 0)
+    draw = distinct_draw(n, 4 * count, step_generator(0, 0))  # the draw the sampler makes
+    pool, rest = draw[: 3 * count], draw[3 * count :]
+    share = 0.3 * 2.718281828459045**-1
+    num_ntk, num_res = int(count * share), int(count * (1 - share - 0.7))
+    assert got.shares == {"ntk": num_ntk, "residual": num_res, "random": count - num_ntk - num_res}
+    ntk = pool[torch.topk(ctx.ntk[pool], num_ntk).indices]
+    others = pool[~torch.isin(pool, ntk)]
+    residual = others[torch.topk(ctx.res[others], num_res).indices]
+    random = rest[~torch.isin(rest, ntk)][: count - num_ntk - num_res]
+    expected = torch.sort(torch.cat([ntk, residual, random])).values
+    assert torch.equal(got.indices, expected)
+    assert not set(random.tolist()) & set(pool.tolist())
+    # the NTK schedule is nint-paper's; its scores come from the pool
+    for step in range(1, 120):
+        sampler.select(ctx, step)
+    assert ctx.ntk_calls == 6 and sampler.select(ctx, 120).shares["ntk"] == 0
+
+
+def test_nint_ranks_all_coordinates_when_the_pool_would_not_fit():
+    ctx = HandContext(1000)
+    pooled = Nint(SamplerConfig(ratio=0.3, pool_factor=3.0)).select(ctx, 0)  # 900 + 300 > 1000
+    reference = NintPaper(SamplerConfig(ratio=0.3)).select(HandContext(1000), 0)
+    assert torch.equal(pooled.indices, reference.indices)
 
 
 def test_num_selected():

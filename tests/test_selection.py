@@ -43,6 +43,29 @@ def test_merge_of_partitioned_topk_is_global_topk(seed):
         assert merged.tolist() == expected
 
 
+def test_topk_set_of_ascending_indices_takes_the_smaller_indices_among_ties():
+    scores = torch.tensor([2.0, 5.0, 2.0, 2.0, 7.0, 2.0, float("-inf")])
+    indices = torch.tensor([1, 4, 6, 9, 12, 20, 30])
+    got_scores, got = selection.topk_set(scores, indices, 4)
+    assert got.tolist() == [1, 4, 6, 12] and got_scores.tolist() == [2.0, 5.0, 2.0, 7.0]
+    assert selection.canonical_order(got_scores, got)[1].tolist() == [12, 4, 1, 6]
+    assert selection.topk_set(scores, indices, 10)[1].tolist() == indices.tolist()
+
+
+@pytest.mark.parametrize("num_points, count", [(1000, 900), (1000, 130), (100_000, 700), (5, 0)])
+def test_distinct_draw_is_distinct_seeded_and_uniform(num_points, count):
+    a = selection.distinct_draw(num_points, count, selection.step_generator(1, 2))
+    assert torch.equal(a, selection.distinct_draw(num_points, count, selection.step_generator(1, 2)))
+    assert a.numel() == count == len(set(a.tolist())) and all(0 <= i < num_points for i in a.tolist())
+    if count:  # every index equally likely: positions of 200 draws spread over the range
+        hits = torch.zeros(10)
+        for step in range(200):
+            draw = selection.distinct_draw(num_points, count, selection.step_generator(1, step))
+            hits += torch.bincount(draw * 10 // num_points, minlength=10)
+        expected = 200 * count / 10
+        assert (hits - expected).abs().max() < 0.1 * expected
+
+
 def test_random_picks_are_distinct_outside_exclusion_and_seeded():
     exclude = torch.tensor([5, 1, 9, 100, 77])
     a = selection.random_picks(200, 60, exclude, selection.step_generator(3, 11))
@@ -120,3 +143,25 @@ def test_balanced_split_gradient_equals_single_process_gradient(world):
         p.join(timeout=60)
         assert p.exitcode == 0
     assert torch.allclose(got, expected, rtol=1e-10, atol=1e-13)
+
+
+def test_phase_timer_splits_a_block_by_label_and_leaves_gaps_out():
+    import time
+
+    from nint_dist.steptimer import PhaseTimer
+
+    timer = PhaseTimer(torch.device("cpu"))
+    timer.lap("loop")  # opens the block
+    time.sleep(0.02)
+    timer.lap("select")
+    time.sleep(0.04)
+    timer.lap("train")
+    time.sleep(0.01)
+    timer.lap("select")
+    spans = timer.close()
+    assert set(spans) == {"select", "train"}
+    assert spans["select"] >= 0.025 and spans["train"] >= 0.035
+    time.sleep(0.05)  # between blocks: not counted
+    timer.lap("loop")
+    timer.lap("train")
+    assert timer.close()["train"] < 0.04 and timer.close() == {}

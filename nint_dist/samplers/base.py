@@ -40,17 +40,23 @@ class SelectionContext(Protocol):
     total_steps: int
     seed: int
 
-    def residual_l1(self, half: bool = False) -> torch.Tensor:
+    def residual_l1(self, precision: str = "full") -> torch.Tensor:
         """Local Σ_c |r| over this worker's shard, [n_local] (no communication)."""
 
-    def residual_l1_at(self, rows: torch.Tensor, half: bool = False) -> torch.Tensor:
+    def residual_l1_at(self, rows: torch.Tensor, precision: str = "full") -> torch.Tensor:
         """Σ_c |r| at some rows of this worker's shard, [len(rows)] (no communication)."""
 
-    def local_indices(self) -> torch.Tensor:
-        """Global indices of this worker's coordinates, [n_local]."""
+    def local_part(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Of ascending global ``indices``, the ones this worker owns: (shard rows, global indices)."""
+
+    def distinct_draw(self, count: int, step: int) -> torch.Tensor:
+        """``count`` distinct global indices in random order from the (seed, step) generator."""
 
     def ntk_scores(self) -> torch.Tensor:
         """Local NTK scores ‖(J Jᵀ r)_i‖² with the global v, [n_local]. Collective."""
+
+    def ntk_scores_at(self, rows: torch.Tensor) -> torch.Tensor:
+        """NTK scores of some rows of every worker, with v summed over those rows. Collective."""
 
     def global_topk(
         self,
@@ -58,9 +64,11 @@ class SelectionContext(Protocol):
         k: int,
         exclude: torch.Tensor | None = None,
         indices: torch.Tensor | None = None,
+        num_candidates: int | None = None,
     ) -> torch.Tensor:
         """The k best global indices by score (canonical order), excluding ``exclude``; the scores
-        cover this worker's shard, or the candidates with global ``indices``. Collective."""
+        cover this worker's shard, or the candidates with ascending global ``indices``
+        (``num_candidates`` of them over all workers, when known). Collective."""
 
     def random_picks(self, count: int, exclude: torch.Tensor, step: int) -> torch.Tensor:
         """``count`` uniform picks outside ``exclude`` from the (seed, step) generator."""

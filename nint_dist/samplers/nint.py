@@ -1,42 +1,62 @@
 """``nint``: NINT's selection rule at a fraction of the reference sampler's cost.
 
-The reference sampler (``nint-paper``) ranks residuals with a forward pass over all N
-coordinates at every step; for large N that pass costs more than the training step itself.
-This sampler keeps the rule — NTK top-k early, the top residuals among the rest, uniform picks
-for the remainder — and ranks the residual part over a fresh uniform *pool* of about
-``pool_factor · k`` coordinates instead of all N (optionally in float16 on GPUs:
-``score_precision=half``; ranking all N that way cost 2 dB late in training, BENCHMARKS.md).
+The reference sampler (``nint-paper``) scores all N coordinates at every re-selection; for
+large N that pass costs more than the training step itself. This sampler keeps the rule — NTK
+top-k early, the top residuals among the rest, uniform picks for the remainder — and scores a
+fresh uniform *pool* of ``pool_factor · k`` coordinates instead of all N, so the cost of a step
+is set by the batch and not by the signal (TF32 or float16 residual ranking on GPUs is an
+option, ``score_precision``; ranking all N in float16 cost 2 dB late in training, BENCHMARKS.md).
+
+One distinct random draw of ``pool + k`` global indices feeds both parts: its first
+``pool_factor · k`` entries are the pool (NTK scores — with v = Jᵀr estimated on the pool — and
+residuals are ranked there), the entries after them supply the uniform picks. Those picks are
+therefore uniform over the coordinates outside the pool, a set chosen independently of the
+residuals, and no rejection loop is needed. Everything stays on the device: a step queues its
+selection behind the previous step's training without waiting for it.
 
 Why a fresh pool and not cached residuals: residual ranks change fast. A cache kept current
 for free (every trained sample's residual from the training forward pass) or re-measured
 every few steps, used either as a hard set or as sampling weights, lost to plain uniform
 sampling (BENCHMARKS.md, "Levers measured on the CPU that did not pay"); the same was seen
 for a hard set refreshed every m steps (design §8). A pool measured at the current parameters
-keeps the ranking exact for the candidates it holds, and its cost is set by the batch size,
-not by N.
+keeps the ranking exact for the candidates it holds.
 
-The pool is a Bernoulli draw per coordinate from a hash of (seed, step, global index), so each
-worker draws its own part of the same pool and the selection does not depend on the worker
-count.
+The draw comes from the (seed, step) generator that every worker evaluates identically, and
+each worker scores the pool entries it owns, so the selection does not depend on the worker
+count. When the pool and the picks would not fit in N (ratio above 1 / (pool_factor + 1)), or
+with ``pool_factor=0``, the pool is the whole signal and the sampler ranks all N as
+``nint-paper`` does.
 """
+
+import math
 
 import torch
 
-from nint_dist.samplers.base import SelectionContext
+from nint_dist.samplers.base import Selection, SelectionContext
 from nint_dist.samplers.nint_paper import NintPaper
-from nint_dist.selection import index_uniforms
-
-_POOL_SALT = 0x5EED
+from nint_dist.selection import first_rows, isin_sorted
 
 
 class Nint(NintPaper):
-    def residual_candidates(
-        self, ctx: SelectionContext, step: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        half = self.cfg.score_precision == "half"
-        if self.cfg.pool_factor <= 0:
-            return ctx.residual_l1(half=half), None
-        indices = ctx.local_indices()
-        pool_share = min(1.0, self.cfg.pool_factor * self.cfg.ratio)
-        rows = (index_uniforms(ctx.seed, step, _POOL_SALT, indices) < pool_share).nonzero().squeeze(1)
-        return ctx.residual_l1_at(rows, half=half), indices[rows]
+    def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
+        pool_size = math.ceil(self.cfg.pool_factor * count)
+        if pool_size <= 0 or pool_size + count > ctx.num_points:
+            return super().draw(ctx, step, count)
+        draw = ctx.distinct_draw(pool_size + count, step)
+        pool = torch.sort(draw[:pool_size]).values
+        rows, candidates = ctx.local_part(pool)
+
+        def top(scores: torch.Tensor, num: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+            return ctx.global_topk(scores, num, exclude, indices=candidates, num_candidates=pool_size)
+
+        ntk = self.ntk_part(count, lambda num: top(ctx.ntk_scores_at(rows), num))
+        residuals = ctx.residual_l1_at(rows, self.cfg.score_precision)
+        residual = top(residuals, self.num_residual(count, ntk), ntk)
+        num_random = count - ntk.numel() - residual.numel()
+        rest = draw[pool_size:]  # `count` entries outside the pool; at most |ntk| of them taken
+        if ntk.numel():
+            rest = rest[first_rows(~isin_sorted(rest, torch.sort(ntk).values), num_random)]
+        return Selection.from_parts(ntk=ntk, residual=residual, random=rest[:num_random])
+
+    def residual_scores(self, ctx: SelectionContext) -> torch.Tensor:
+        return ctx.residual_l1(self.cfg.score_precision)

@@ -12,6 +12,7 @@ Per re-selection (call counter c, starting at 1):
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -35,32 +36,33 @@ class NintPaper(ScheduledSampler):
         self.ntk_cache = torch.empty(0, dtype=torch.int64)
 
     def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
+        ntk = self.ntk_part(count, lambda num: ctx.global_topk(ctx.ntk_scores(), num))
+        residual = ctx.global_topk(self.residual_scores(ctx), self.num_residual(count, ntk), exclude=ntk)
+        taken = torch.cat([ntk, residual])
+        random = ctx.random_picks(count - taken.numel(), taken, step)
+        return Selection.from_parts(ntk=ntk, residual=residual, random=random)
+
+    def ntk_part(self, count: int, top_ntk: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        """This re-selection's NTK picks: ``top_ntk(num)`` at a refresh, else the cached ones."""
         cfg = self.cfg
         self.calls += 1
         if self.calls == 1 or self.calls % cfg.ntk_period == 0:
             self.ntk_share = ntk_share_at(self.calls, cfg)
             num_ntk = int(count * self.ntk_share)
             if self.ntk_share >= cfg.ntk_cutoff:
-                self.ntk_cache = ctx.global_topk(ctx.ntk_scores(), num_ntk)
+                self.ntk_cache = top_ntk(num_ntk)
             else:
                 self.ntk_cache = self.ntk_cache[:num_ntk]
-        ntk = self.ntk_cache[:count]
-        residual_share = max(0.0, 1.0 - self.ntk_share - cfg.random_share)
-        num_residual = min(int(count * residual_share), count - ntk.numel())
-        scores, candidates = self.residual_candidates(ctx, step)
-        residual = ctx.global_topk(scores, num_residual, exclude=ntk, indices=candidates)
-        taken = torch.cat([ntk, residual])
-        random = ctx.random_picks(count - taken.numel(), taken, step)
-        return Selection.from_parts(ntk=ntk, residual=residual, random=random)
+        return self.ntk_cache[:count]
 
-    def residual_candidates(
-        self, ctx: SelectionContext, step: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Σ_c |r| of the coordinates the residual share is ranked over, and their global indices
-        (None: this worker's whole shard): a fresh forward pass over the shard, as the reference
-        code does at every re-selection."""
-        del step
-        return ctx.residual_l1(), None
+    def num_residual(self, count: int, ntk: torch.Tensor) -> int:
+        residual_share = max(0.0, 1.0 - self.ntk_share - self.cfg.random_share)
+        return min(int(count * residual_share), count - ntk.numel())
+
+    def residual_scores(self, ctx: SelectionContext) -> torch.Tensor:
+        """Σ_c |r| over this worker's shard: a fresh forward pass, as the reference code makes at
+        every re-selection."""
+        return ctx.residual_l1()
 
     def state_dict(self) -> dict:
         return {

@@ -104,8 +104,9 @@ class SamplerConfig:
     """nint: residuals are ranked over a fresh uniform pool of about pool_factor·k coordinates per
     re-selection (k = the batch size); 0 ranks all N, as nint-paper does."""
     score_precision: str = "full"
-    """nint: 'half' ranks residuals in float16 on GPUs (training stays in full precision; ignored on
-    CPUs); 'full' ranks in the training dtype."""
+    """nint: precision of the residual ranking on GPUs (training keeps its own): 'full' (the
+    training dtype), 'tf32' (TensorFloat-32 matrix products) or 'half' (float16 autocast);
+    ignored on CPUs."""
     edge_low: float = 30.0
     """egra: Canny's low threshold on the 8-bit grey image's L1 Sobel magnitude."""
     edge_high: float = 40.0
@@ -156,8 +157,10 @@ class SamplerConfig:
             raise ValueError("sampler.random_share and sampler.ntk_share must be in [0, 1]")
         if self.ntk_share_rule not in ("code", "paper"):
             raise ValueError("sampler.ntk_share_rule must be 'code' or 'paper'")
-        if self.pool_factor < 0 or self.score_precision not in ("half", "full"):
-            raise ValueError("sampler.pool_factor must be >= 0 and sampler.score_precision half or full")
+        if self.pool_factor < 0 or self.score_precision not in ("full", "tf32", "half"):
+            raise ValueError(
+                "sampler.pool_factor must be >= 0 and sampler.score_precision full, tf32 or half"
+            )
         if self.name == "soft" and self.ratio_schedule != "constant":
             raise ValueError("sampler.name=soft keeps a fixed population; use ratio_schedule=constant")
         if self.evos_interval_end < 1 or self.evos_interval_start < self.evos_interval_end:
@@ -196,6 +199,9 @@ class TrainConfig:
     compile: bool = False
     """Compile the training forward/backward with torch.compile (worth it on GPUs; the first
     steps then include compilation time)."""
+    tf32: bool = False
+    """Let float32 matrix products use TensorFloat-32 on GPUs (faster, 10-bit mantissa), in
+    training and scoring alike."""
 
     def __post_init__(self):
         if self.steps < 1:

@@ -12,6 +12,7 @@ the block's entries lo..hi-1.
 """
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -50,6 +51,17 @@ def _per_chunk(n: int, chunk: int, compute: Callable[[int, int], torch.Tensor]) 
     return torch.empty(0) if out is None else out
 
 
+@contextmanager
+def _tf32_matmul(enabled: bool) -> Iterator[None]:
+    """TensorFloat-32 matrix products inside the block (CUDA only), the previous setting after."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = previous or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 @torch.no_grad()
 def predict(model: nn.Module, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
     """f(x) for the block, [n, C]."""
@@ -63,16 +75,20 @@ def residual_l1(
     targets_of: RangeFn,
     n: int,
     chunk: int,
-    half: bool = False,
+    precision: str = "full",
 ) -> torch.Tensor:
     """Σ_c |f(x_i) − y_i| for the block, [n] (the error criterion of INT and NINT).
 
-    ``half`` runs the forward pass under float16 autocast on a GPU (a ranking tolerates it;
-    it changes nothing on a CPU)."""
+    ``precision`` 'half' runs the forward pass under float16 autocast on a GPU, 'tf32' lets its
+    matrix products use TensorFloat-32 (a ranking tolerates either; neither changes anything on
+    a CPU)."""
 
     def compute(lo: int, hi: int) -> torch.Tensor:
         coords = coords_of(lo, hi)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=half and coords.is_cuda):
+        with (
+            torch.autocast("cuda", dtype=torch.float16, enabled=precision == "half" and coords.is_cuda),
+            _tf32_matmul(precision == "tf32"),
+        ):
             prediction = model(coords)
         return (prediction.to(coords.dtype) - targets_of(lo, hi)).abs().sum(dim=-1)
 

@@ -78,7 +78,7 @@ class ModelConfig:
 
 @dataclass
 class SamplerConfig:
-    name: str = "nint-paper"
+    name: str = "nint"
     """A sampler registry name: full, uniform, nint-paper, nint, int, egra, soft, evos, expansive."""
     ratio: float = 0.2
     """Fraction of all coordinates trained on per step (the start value of a schedule)."""

@@ -279,7 +279,7 @@ BASELINES = {
     "evos": dict(evos_interval_start=3, evos_interval_end=2),
     "expansive": dict(edge_hysteresis_px=6, expansive_anchor=0.9),
     "nint-paper": dict(),  # not baselines, but checked the same way: the whole shard ranked
-    "nint": dict(),  # ranked over a pool drawn per index
+    "nint": dict(),  # NTK and residuals ranked over a pool, split between the shards
 }
 STEPS = 5
 

@@ -61,9 +61,9 @@ def test_existing_run_directory_is_refused_untouched(existing_run):
 
 
 def test_quickstart_fit_on_a_shared_photograph(ray_session, shared_data, tmp_path):
-    """kodim01 at 128x85 with the quickstart settings (SIREN 4x64, lr 1e-3, nint-paper, 300 steps,
-    2 workers). The reference code reaches about 31.5 dB in this setting and uniform sampling
-    about 29 dB; a fit that is not learning the image stays near 12 dB (the PSNR of its mean
+    """kodim01 at 128x85 with the quickstart settings (SIREN 4x64, lr 1e-3, nint, 300 steps,
+    2 workers). The reference code reaches about 31.5 dB in this setting (nint 31.3) and uniform
+    sampling about 29 dB; a fit that is not learning the image stays near 12 dB (the PSNR of its mean
     colour). 30 dB demands the reference's quality with a margin for platform noise."""
     image = small_image(shared_data / "images" / "kodak" / "kodim01.png", tmp_path / "kodim01.png", 128)
     run_dir = tmp_path / "run"

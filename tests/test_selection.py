@@ -165,3 +165,32 @@ def test_phase_timer_splits_a_block_by_label_and_leaves_gaps_out():
     timer.lap("loop")
     timer.lap("train")
     assert timer.close()["train"] < 0.04 and timer.close() == {}
+
+
+def test_a_one_worker_selection_reads_nothing_back_from_the_device():
+    """On the meta device every value read-back (``.item()``, ``int(t)``, a boolean mask's
+    size) raises, so these calls prove that the selection of one worker never makes the host
+    wait for a GPU: scoring a pool, excluding picks, the canonical top-k, the first picks outside
+    an exclusion."""
+    from nint_dist.comm import Comm
+    from nint_dist.models.siren import Siren
+    from nint_dist.shard import Shard, ShardContext
+    from nint_dist.signal import SignalSpec
+
+    meta = torch.device("meta")
+    spec = SignalSpec((64, 64), 3, (0.0, 255.0), ((-1.0, 1.0), (-1.0, 1.0)), chunk_rows=8)
+    shard = Shard(spec, 0, torch.empty(64 * 64, 3, dtype=torch.uint8, device=meta), torch.float32)
+    ctx = ShardContext(Siren(2, 3, 3, 16).to(meta), shard, Comm(), chunk=1000, seed=0, total_steps=10)
+    pool = torch.empty(2000, dtype=torch.int64, device=meta)
+    rows, candidates = ctx.local_part(pool)
+    residuals = ctx.residual_l1_at(rows)
+    assert residuals.shape == (2000,)
+    picked = ctx.global_topk(
+        residuals, 300, torch.empty(50, dtype=torch.int64, device=meta), candidates, 2000
+    )
+    assert picked.shape == (300,) and picked.device == meta
+    assert ctx.global_topk(ctx.residual_l1(), 500).shape == (500,)  # the whole shard
+    rest = torch.empty(800, dtype=torch.int64, device=meta)
+    assert rest[selection.first_rows(~selection.isin_sorted(rest, picked), 400)].shape == (400,)
+    with pytest.raises(RuntimeError, match="meta"):
+        int(residuals.sum())  # what a read-back would do

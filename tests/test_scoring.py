@@ -82,3 +82,16 @@ def test_residual_l1_matches_direct():
     with torch.no_grad():
         expected = (model(coords) - targets).abs().sum(-1)
     assert torch.allclose(got, expected)
+
+
+def test_hash_grid_reads_its_dense_level_at_grid_points_and_interpolates_between():
+    grid = HashGrid(2, 1, layers=2, width=4, levels=1, log2_size=10, features=1, base_resolution=4,
+                    max_resolution=4).double()  # fmt: skip
+    with torch.no_grad():
+        grid.tables.copy_(torch.arange(1024, dtype=torch.float64).view(1, 1024, 1))
+    side = 5  # resolution 4: corners 0..4 along each axis, entry = x + side · y
+    at = lambda x, y: torch.tensor([[x / 4 * 2 - 1, y / 4 * 2 - 1]], dtype=torch.float64)  # noqa: E731
+    assert grid.encode(at(1, 3)).item() == 1 + side * 3
+    assert grid.encode(at(4, 4)).item() == 4 + side * 4  # the far corner
+    assert grid.encode(at(1.5, 2)).item() == pytest.approx(0.5 * (1 + 2) + side * 2)
+    assert grid.encode(at(2, 2.25)).item() == pytest.approx(2 + side * 2.25)

@@ -47,9 +47,11 @@ class HashGrid(nn.Module):
     def _indices(self, corner: torch.Tensor, resolution: int) -> torch.Tensor:
         """Table rows of integer corner coordinates [N, K, D] at one level: [N, K]."""
         side = resolution + 1
-        if side**self.in_dim <= self.size:  # dense: one entry per grid point
-            strides = torch.tensor([side**d for d in range(self.in_dim)], device=corner.device)
-            return (corner * strides).sum(-1)
+        if side**self.in_dim <= self.size:  # dense: one entry per grid point, Σ_d corner_d · side^d
+            index = corner[..., self.in_dim - 1]
+            for d in range(self.in_dim - 2, -1, -1):  # no tensor made from host values: no GPU wait
+                index = index * side + corner[..., d]
+            return index
         hashed = corner[..., 0] * self.primes[0]
         for d in range(1, self.in_dim):
             hashed = hashed ^ (corner[..., d] * self.primes[d])

@@ -20,13 +20,15 @@ def topk_set(scores: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch
 
     Requires ``indices`` ascending. Ties at the k-th score go to the smaller global indices,
     which come first, so a running count of the ties picks them. No value is read back to the
-    host: on a GPU the whole selection stays queued behind the work before it.
+    host: on a GPU the whole selection stays queued behind the work before it. A NaN score
+    (a diverged model) ranks as −inf, the mark of an excluded candidate.
     Args: scores [n] floating, indices [n] int64 ascending. Returns (scores [k'], indices [k'])
     with k' = min(k, n).
     """
     k = min(int(k), scores.numel())
     if k <= 0:
         return scores[:0], indices[:0]
+    scores = scores.masked_fill(scores.isnan(), float("-inf"))
     kth = torch.topk(scores, k, sorted=False).values.min()
     above = scores > kth
     ties = scores == kth

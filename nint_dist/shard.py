@@ -205,7 +205,7 @@ class ShardContext:
             by_index = torch.argsort(all_indices)  # rows are ascending and disjoint, but padded
             scores, indices = selection.topk_set(all_scores[by_index], all_indices[by_index], k)
         if num_candidates is None or num_candidates - num_excluded < k:
-            if indices.numel() < k or bool(torch.isinf(scores).any()):
+            if indices.numel() < k or bool((scores == float("-inf")).any()):
                 raise ValueError(f"asked for {k} picks but fewer candidates remain")
         return selection.canonical_order(scores, indices)[1]
 

@@ -50,6 +50,8 @@ def test_topk_set_of_ascending_indices_takes_the_smaller_indices_among_ties():
     assert got.tolist() == [1, 4, 6, 12] and got_scores.tolist() == [2.0, 5.0, 2.0, 7.0]
     assert selection.canonical_order(got_scores, got)[1].tolist() == [12, 4, 1, 6]
     assert selection.topk_set(scores, indices, 10)[1].tolist() == indices.tolist()
+    with_nan = torch.tensor([float("nan"), 1.0, 0.5, float("nan")])
+    assert selection.topk_set(with_nan, torch.arange(4), 2)[1].tolist() == [1, 2]  # NaN ranks last
 
 
 @pytest.mark.parametrize("num_points, count", [(1000, 900), (1000, 130), (100_000, 700), (5, 0)])

@@ -135,8 +135,9 @@ class Trainer:
         return time.perf_counter() - t0
 
     def train_step(self) -> tuple[Selection, torch.Tensor]:
-        """One optimizer step. Collective: every worker calls it every step. Nothing waits for
-        the GPU here: the phases are marked on ``self.timer`` and read when a block is closed."""
+        """One optimizer step. Collective: every worker calls it every step. With one worker
+        nothing here waits for the GPU (several wait for the exchange's counts): the phases are
+        marked on ``self.timer`` and read when a block of steps is closed."""
         rt, timer = self.rt, self.timer
         timer.lap("loop")  # since the last step ended: the loop's own bookkeeping
         sel = self.sampler.select(self.ctx, self.step)

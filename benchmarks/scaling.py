@@ -94,7 +94,8 @@ def fit_ms(image: Path, side: int, steps: int, workers: int, workdir: Path) -> d
     final = json.loads((run_dir / "final.json").read_text())
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     parts = {
-        k: 1000 * final[f"total_{k}_s"] / final["steps"] for k in ("score", "select", "exchange", "train")
+        k: 1000 * final[f"total_{k}_s"] / final["steps"]
+        for k in ("score", "select", "exchange", "train", "loop")
     }
     traffic = {k.split("/")[1]: v for k, v in row.items() if k.startswith("bytes_per_step/")}
     return {"ms_per_step": final["ms_per_step"], "parts_ms": parts, "bytes_per_step": traffic}
@@ -106,7 +107,8 @@ def predict_ms(one: dict, traffic: dict, costs: dict, workers: int, slowdown: fl
     worker's compute runs than the single worker's did (1 with a device per worker; on a
     shared CPU, the single worker's threads over each worker's share of the cores)."""
     parts = one["parts_ms"]
-    compute = slowdown * ((parts["score"] + parts["train"]) / workers + parts["select"])
+    replicated = parts["select"] + parts.get("loop", 0.0)  # every worker makes the whole selection
+    compute = slowdown * ((parts["score"] + parts["train"]) / workers + replicated)
     calls = {"all_reduce": 1, "all_gather": 2, "all_to_all": 1}  # per step: see docs/scaling.md
     comm = 0.0
     for kind, count in calls.items():

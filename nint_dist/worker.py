@@ -278,7 +278,7 @@ class Trainer:
         ddp_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         result: dict[str, float] = {}
 
-        def close_block() -> None:  # before anything that must stay off the training clock
+        def tally_block() -> None:  # before anything that must stay off the training clock
             for phase, seconds in self.close_block().items():
                 timings[f"{phase}_s"] += seconds
                 since_log["seconds"] += seconds
@@ -293,7 +293,7 @@ class Trainer:
                 self.monitor.add_selection(sel.indices)
             finished = self.step >= cfg.train.steps or self.out_of_time()
             if finished or self.step % cfg.log.every == 0:
-                close_block()
+                tally_block()
                 steps = since_log["steps"]
                 traffic = {  # this worker's payload per step, by collective (DDP's gradients included)
                     f"bytes_per_step/{kind}": (sent - since_log["bytes"][kind]) / steps
@@ -311,11 +311,11 @@ class Trainer:
                         log_histograms(self.log.writer, self.step, self.ctx.last_scores)
                     self.log.metrics(self._row(sel, result, timings))
             if not finished and cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
-                close_block()
+                tally_block()
                 self.save_checkpoint(result)
             if finished:
                 break
-        close_block()
+        tally_block()
         if not result:  # resumed at or past the last step: measure what the checkpoint holds
             result = self.evaluate(torch.zeros((), device=self.rt.device))
         extra = self.write_reconstruction()

@@ -84,7 +84,6 @@ def device() -> torch.device:
 def run_variant(signal: Path, run_dir: Path, settings: list[str]) -> dict:
     run_dir.mkdir(parents=True)
     cfg = load_config(None, [f"data.path={signal}", f"run.dir={run_dir}", *settings])
-    torch.backends.cuda.matmul.allow_tf32 = False  # a variant's train.tf32 must not leak into the next
     if device().type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     final = NoExportTrainer(cfg, Runtime(0, 1, device())).fit()

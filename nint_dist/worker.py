@@ -90,8 +90,8 @@ class Trainer:
             self.array, self.spec, rt.world_size, rt.rank, rt.device, self.dtype, cfg.data.verify
         )
         torch.manual_seed(cfg.train.seed)
-        if rt.device.type == "cuda" and cfg.train.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
+        if rt.device.type == "cuda":  # both ways: an earlier fit in this process must not leak
+            torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
         self.model = build_model(len(self.spec.grid), self.spec.channels, cfg.model).to(rt.device, self.dtype)
         self.update_model = wrap_for_update(self.model, rt)
         self.optimizer = torch.optim.Adam(

@@ -10,6 +10,17 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
 
 
+EXACT_FIT = [
+    "model.layers=3",
+    "model.width=16",
+    "sampler.name=nint-paper",
+    "sampler.chunk=64",
+    "train.lr=1e-3",
+    "train.dtype=float64",
+]
+"""Overrides of a small float64 fit whose runs compare exactly (resume, faults)."""
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray instance shared by every test that needs one; shut down at the end."""

@@ -12,15 +12,10 @@ import pytest
 import zarr
 
 from nint_dist import launch
-from tests.conftest import checkpoint_params
+from tests.conftest import EXACT_FIT, checkpoint_params
 
 SETTINGS = [
-    "model.layers=3",
-    "model.width=16",
-    "sampler.name=nint-paper",
-    "sampler.chunk=64",
-    "train.lr=1e-3",
-    "train.dtype=float64",
+    *EXACT_FIT,
     "log.every=4",
     "log.progress=false",
     "log.tensorboard=false",

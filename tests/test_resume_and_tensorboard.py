@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 
 from nint_dist import checkpoint, launch
-from tests.conftest import checkpoint_params
+from tests.conftest import EXACT_FIT, checkpoint_params
 
 COMMON = [
-    "model.layers=3",
-    "model.width=16",
-    "sampler.name=nint-paper",
-    "sampler.chunk=64",
-    "train.lr=1e-3",
-    "train.dtype=float64",
+    *EXACT_FIT,
     "train.workers=2",
     "train.checkpoint_every=4",
     "log.every=4",

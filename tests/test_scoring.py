@@ -84,6 +84,21 @@ def test_residual_l1_matches_direct():
     assert torch.allclose(got, expected)
 
 
+def test_siren_is_sine_of_w0_times_each_affine_map_with_a_linear_head():
+    torch.manual_seed(3)
+    model = Siren(2, 3, layers=4, width=16, w0=25.0, w0_initial=40.0).double()
+    coords = torch.rand(50, 2, dtype=torch.float64) * 2 - 1
+    (w1, b1), (w2, b2), (w3, b3), (w4, b4) = (
+        (p.weight.detach(), p.bias.detach()) for p in model.modules() if isinstance(p, torch.nn.Linear)
+    )
+    h = torch.sin(40.0 * (coords @ w1.T + b1))
+    h = torch.sin(25.0 * (h @ w2.T + b2))
+    h = torch.sin(25.0 * (h @ w3.T + b3))
+    with torch.no_grad():
+        assert torch.allclose(model(coords), h @ w4.T + b4, atol=1e-12)
+    assert sorted(model.state_dict()) == [f"net.{i}.{p}" for i in (0, 2, 4, 6) for p in ("bias", "weight")]
+
+
 def test_hash_grid_reads_its_dense_level_at_grid_points_and_interpolates_between():
     grid = HashGrid(2, 1, layers=2, width=4, levels=1, log2_size=10, features=1, base_resolution=4,
                     max_resolution=4).double()  # fmt: skip

@@ -3,6 +3,7 @@
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -20,7 +21,10 @@ class Siren(nn.Module):
 
     Init as in the reference code: the first layer U(±1/d_in), every later layer (the head too)
     U(±sqrt(6/d_in)/w0); biases drawn from the same interval as their weights.
-    Maps coordinates [N, D] to values [N, C].
+    Maps coordinates [N, D] to values [N, C]. The forward pass computes sin(w0·(Wx + b)) as
+    sin((w0·W)x + w0·b): the same function with one elementwise pass fewer over the activations
+    per layer, forward and backward (the parameters and their names stay those of the plain
+    layers, so checkpoints do not change).
     """
 
     def __init__(
@@ -48,4 +52,8 @@ class Siren(nn.Module):
         self.net = nn.Sequential(*modules)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        return self.net(coords)
+        *hidden, head = self.net
+        h = coords
+        for linear, sine in zip(hidden[::2], hidden[1::2], strict=True):
+            h = torch.sin(F.linear(h, linear.weight * sine.w0, linear.bias * sine.w0))
+        return head(h)

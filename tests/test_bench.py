@@ -125,3 +125,33 @@ def test_bench_refuses_an_unknown_strategy(shared_data, tmp_path, capsys):
     argv = ["--strategies", "nope", "--data", str(shared_data), "--out", str(tmp_path)]
     assert bench.main(argv) == 2
     assert capsys.readouterr().err.startswith("error: unknown strategy 'nope'")
+
+
+def _equal_seconds_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "equal_seconds.py"
+    spec = importlib.util.spec_from_file_location("equal_seconds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_equal_seconds_takes_median_times_and_interpolates_the_reference():
+    from nint_dist.errors import UserError
+
+    eq = _equal_seconds_module()
+    repeats = [
+        {"step": [10, 20], "psnr": [25.0, 30.0], "seconds": s} for s in ([1.0, 2.0], [3.0, 4.0], [2.0, 9.0])
+    ]
+    assert eq.median_curve(repeats)["seconds"] == [2.0, 4.0]
+    with pytest.raises(UserError):
+        eq.median_curve([repeats[0], {**repeats[1], "psnr": [25.0, 30.5]}])
+    reference = {"step": [10, 20, 30], "psnr": [26.0, 28.0, 29.0], "seconds": [1.0, 3.0, 5.0]}
+    assert eq.compare({"step": [5], "psnr": [29.5], "seconds": [2.0]}, reference) == pytest.approx(2.5)
+    assert eq.compare({"step": [5], "psnr": [29.5], "seconds": [6.0]}, reference) is None
+    assert eq.parse_variant("nint:sampler.pool_factor=2,train.lr=1e-3") == (
+        "nint",
+        ["sampler.pool_factor=2", "train.lr=1e-3"],
+    )

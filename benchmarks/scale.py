@@ -150,7 +150,7 @@ def main() -> int:
     parser.add_argument("--coords", type=int, default=1 << 17, help="coordinates scored per probe")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--chunk", type=int, default=65536, help="scoring chunk (the project default)")
+    parser.add_argument("--chunk", type=int, default=65536, help="scoring chunk (65536: the default on GPUs)")
     parser.add_argument("--growth", action="store_true", help="also the 2048² → 4096² memory check")
     parser.add_argument("--step-layers", type=int, default=4)
     parser.add_argument("--step-width", type=int, default=64)

@@ -250,7 +250,7 @@ def bench_trainer_class():
             result["cpu_seconds"] = self.cpu_seconds
             s = self.shard
             if len(self.spec.grid) == 2 and self.rt.world_size == 1:
-                predicted = scoring.predict(self.model, s.coords, s.size, self.cfg.sampler.chunk)
+                predicted = scoring.predict(self.model, s.coords, s.size, self.chunk)
                 shape = (*self.spec.grid, self.spec.channels)
                 result["ssim"] = ssim(
                     predicted.clamp(0, 1).reshape(shape).cpu(), s.targets(0, s.size).reshape(shape).cpu()

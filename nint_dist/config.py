@@ -86,8 +86,9 @@ class SamplerConfig:
     """constant, linear or step (see nint_dist.schedules)."""
     interval: str = "dense"
     """When to re-select: dense, dense2, incremental or decremental."""
-    chunk: int = 65536
-    """Coordinates per chunk in every scoring pass: bounds scoring memory."""
+    chunk: int | None = None
+    """Coordinates per chunk in every scoring and evaluation pass: bounds their memory. null:
+    65536 on GPUs, 4096 on CPUs, whose passes run faster in blocks that stay in cache."""
     random_share: float = 0.7
     """nint-paper: share of uniform random picks."""
     ntk_share: float = 0.3
@@ -151,7 +152,7 @@ class SamplerConfig:
             raise ValueError(f"sampler.ratio_schedule must be one of {RATIO_SCHEDULES}")
         if self.interval not in INTERVALS:
             raise ValueError(f"sampler.interval must be one of {INTERVALS}")
-        if self.chunk < 1 or self.ntk_period < 1:
+        if (self.chunk is not None and self.chunk < 1) or self.ntk_period < 1:
             raise ValueError("sampler.chunk and sampler.ntk_period must be positive")
         if not 0.0 <= self.random_share <= 1.0 or not 0.0 <= self.ntk_share <= 1.0:
             raise ValueError("sampler.random_share and sampler.ntk_share must be in [0, 1]")
@@ -167,6 +168,12 @@ class SamplerConfig:
             raise ValueError("sampler.evos_interval_start must be >= sampler.evos_interval_end >= 1")
         if not 0.0 <= self.evos_mutation < 1.0 or not 0.0 <= self.expansive_anchor <= 1.0:
             raise ValueError("sampler.evos_mutation must be in [0, 1) and sampler.expansive_anchor in [0, 1]")
+
+    def chunk_on(self, device_type: str) -> int:
+        """The chunk size in effect on a device type ('cuda', 'cpu', ...)."""
+        if self.chunk is not None:
+            return self.chunk
+        return 65536 if device_type == "cuda" else 4096
 
 
 @dataclass

@@ -103,8 +103,9 @@ class Trainer:
             self.compile_seconds = self._warm_up()
         self.sampler: Sampler = build_sampler(cfg.sampler)
         self.timer = PhaseTimer(rt.device)
+        self.chunk = cfg.sampler.chunk_on(rt.device.type)
         self.ctx = ShardContext(
-            self.model, self.shard, self.comm, cfg.sampler.chunk, cfg.train.seed, cfg.train.steps, self.timer
+            self.model, self.shard, self.comm, self.chunk, cfg.train.seed, cfg.train.steps, self.timer
         )
         self.step = 0
         self.train_seconds = 0.0
@@ -119,7 +120,7 @@ class Trainer:
                 cfg.run.dir, cfg.log.tensorboard, cfg.log.save_selection, purge_step=self.step + 1
             )
             if cfg.log.tensorboard and len(self.spec.grid) == 2:
-                self.monitor = ImageMonitor(self.array, self.spec, rt.device, self.dtype, cfg.sampler.chunk)
+                self.monitor = ImageMonitor(self.array, self.spec, rt.device, self.dtype, self.chunk)
 
     def _warm_up(self) -> float:
         """Compile the training graph off the training clock: one forward/backward on a batch of
@@ -202,9 +203,7 @@ class Trainer:
         )
         stats = torch.cat(
             [
-                scoring.squared_error_sum(
-                    self.model, s.coords, s.targets, s.size, self.cfg.sampler.chunk
-                ).view(1),
+                scoring.squared_error_sum(self.model, s.coords, s.targets, s.size, self.chunk).view(1),
                 loss.double().cpu().view(1),
                 per_worker.view(-1),
             ]
@@ -382,7 +381,7 @@ class Trainer:
             first = (lo - row_lo) * self.spec.points_per_row
             count = (hi - lo) * self.spec.points_per_row
             coords = lambda a, b, first=first: s.coords(first + a, first + b)  # noqa: E731
-            values = scoring.predict(self.model, coords, count, self.cfg.sampler.chunk).float().cpu().numpy()
+            values = scoring.predict(self.model, coords, count, self.chunk).float().cpu().numpy()
             out[lo:hi] = from_unit(values, self.spec, self.array.dtype).reshape(
                 hi - lo, *self.array.shape[1:]
             )

@@ -49,6 +49,14 @@ def test_any_value_for_any_key_is_accepted_or_one_clear_error(key, value):
     assert isinstance(cfg, Config)
 
 
+def test_scoring_chunk_follows_the_device_unless_set():
+    auto = load_config(None, ["data.path=x.png"]).sampler
+    assert (auto.chunk_on("cuda"), auto.chunk_on("cpu")) == (65536, 4096)
+    assert load_config(None, ["data.path=x.png", "sampler.chunk=100"]).sampler.chunk_on("cpu") == 100
+    with pytest.raises(ConfigError, match="sampler.chunk"):
+        load_config(None, ["data.path=x.png", "sampler.chunk=0"])
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.text(max_size=200))
 def test_any_yaml_file_is_accepted_or_one_clear_error(tmp_path_factory, content):

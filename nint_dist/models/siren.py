@@ -8,6 +8,9 @@ from torch import nn
 
 
 class Sine(nn.Module):
+    """sin(w0·x). In a Siren it marks a sine layer and holds its w0; Siren.forward folds w0 into
+    the linear layer before it."""
+
     def __init__(self, w0: float):
         super().__init__()
         self.w0 = w0

@@ -41,7 +41,8 @@ VARIANTS = [  # (image, label, overrides), in order of priority
     ("kodim01.png", "uniform", ["sampler.name=uniform"]),
     ("kodim01.png", "nint", ["sampler.name=nint"]),
     ("01.png", "nint, scoring tf32", ["sampler.name=nint", "sampler.score_precision=tf32"]),
-    ("01.png", "nint, pool 1.5k", ["sampler.name=nint", "sampler.pool_factor=1.5"]),
+    ("01.png", "nint, pool 2k", ["sampler.name=nint", "sampler.pool_factor=2"]),
+    ("01.png", "nint, no NTK share", ["sampler.name=nint", "sampler.ntk_share=0"]),
 ]
 PHASES = ("score", "select", "exchange", "train", "loop")
 BATCH = 2**18  # samples per step on the large signals (at most 5% of them)

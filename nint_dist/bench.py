@@ -385,12 +385,14 @@ def bench(args: argparse.Namespace) -> int:
     jobs = [(label, strategy, seed) for label in stores for strategy in strategies for seed in seeds]
     pending = any(not (out / "runs" / f"{a}-{b}-{c}" / "final.json").exists() for a, b, c in jobs)
     if pending and args.warmup_steps:
-        # one short throwaway fit first, so that the first timed run does not pay for warming up
+        # one short throwaway fit first, so that the first timed run does not pay for warming up;
+        # nint-paper's first step takes every path a sampler uses, torch.func's VJP/JVP included
+        # (their first call in a process costs ~0.3 s on a CPU)
         warmup = out / "runs" / "warmup"
         run_one(
             next(iter(stores.values())),
             warmup,
-            "uniform",
+            "nint-paper",
             0,
             [
                 *overrides,

@@ -88,13 +88,17 @@ def load_model(run_dir: Path, device: torch.device):
     return model.eval(), cfg, spec, dtype
 
 
-def render_band(run_dir: str, out: str, region, shape, row_lo: int, row_hi: int, chunk: int) -> int:
-    """Evaluate output rows [row_lo, row_hi) and write them into the output store. Runs in this
+def render_band(
+    run_dir: str, out: str, region, shape, row_lo: int, row_hi: int, chunk: int | None = None
+) -> int:
+    """Evaluate output rows [row_lo, row_hi) and write them into the output store, ``chunk``
+    points per forward pass (None: the run's ``sampler.chunk`` for this device). Runs in this
     process or as a Ray task. Returns the number of points written."""
     import zarr
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, spec, dtype = load_model(Path(run_dir), device)
+    chunk = chunk or cfg.sampler.chunk_on(device.type)
     axes = axis_coordinates(spec, region, shape)
     first = axes[0][row_lo:row_hi]
     grids = torch.meshgrid(first, *axes[1:], indexing="ij")
@@ -114,7 +118,7 @@ def render(
     shape: str | None,
     region_text: str | None,
     workers: int = 1,
-    chunk: int = 65536,
+    chunk: int | None = None,
 ) -> tuple[tuple[int, ...], SignalSpec]:
     import zarr
 

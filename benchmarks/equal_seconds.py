@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nint_dist.bench import DEFAULT_DATA, PRESETS, machine, prepare_signal, run_one
+from nint_dist.bench import DEFAULT_DATA, PRESETS, machine, prepare_signal, run_one, value_at
 from nint_dist.errors import UserError, run_cli
 
 
@@ -45,10 +45,8 @@ def median_curve(curves: list[dict]) -> dict:
 
 def compare(variant: dict, reference: dict) -> float | None:
     """Final PSNR of ``variant`` minus the reference's PSNR at the variant's final seconds."""
-    end = variant["seconds"][-1]
-    if end > reference["seconds"][-1]:
-        return None
-    return variant["psnr"][-1] - float(np.interp(end, reference["seconds"], reference["psnr"]))
+    at_end = value_at(reference["seconds"], reference["psnr"], variant["seconds"][-1])
+    return None if at_end is None else variant["psnr"][-1] - at_end
 
 
 def equal_seconds(args: argparse.Namespace) -> int:

@@ -43,10 +43,9 @@ def median_curve(curves: list[dict]) -> dict:
     return {"step": first["step"], "psnr": first["psnr"], "seconds": seconds}
 
 
-def compare(variant: dict, reference: dict) -> float | None:
-    """Final PSNR of ``variant`` minus the reference's PSNR at the variant's final seconds."""
-    at_end = value_at(reference["seconds"], reference["psnr"], variant["seconds"][-1])
-    return None if at_end is None else variant["psnr"][-1] - at_end
+def reference_at_end(variant: dict, reference: dict) -> float | None:
+    """The reference's PSNR at the variant's final seconds (None past the reference's end)."""
+    return value_at(reference["seconds"], reference["psnr"], variant["seconds"][-1])
 
 
 def equal_seconds(args: argparse.Namespace) -> int:
@@ -90,13 +89,13 @@ def equal_seconds(args: argparse.Namespace) -> int:
         for label in stores:
             for seed in preset.seeds:
                 v, u = medians[(name, label, seed)], medians[("uniform", label, seed)]
-                delta = compare(v, u)
+                uniform_psnr = reference_at_end(v, u)
                 deltas[f"{label}/{seed}"] = {
                     "psnr": v["psnr"][-1],
                     "seconds": v["seconds"][-1],
                     "ms_per_step": 1000 * v["seconds"][-1] / v["step"][-1],
-                    "uniform_psnr": None if delta is None else v["psnr"][-1] - delta,
-                    "delta": delta,
+                    "uniform_psnr": uniform_psnr,
+                    "delta": None if uniform_psnr is None else v["psnr"][-1] - uniform_psnr,
                 }
         known = [d["delta"] for d in deltas.values() if d["delta"] is not None]
         rows.append(

@@ -149,8 +149,9 @@ def test_equal_seconds_takes_median_times_and_interpolates_the_reference():
     with pytest.raises(UserError):
         eq.median_curve([repeats[0], {**repeats[1], "psnr": [25.0, 30.5]}])
     reference = {"step": [10, 20, 30], "psnr": [26.0, 28.0, 29.0], "seconds": [1.0, 3.0, 5.0]}
-    assert eq.compare({"step": [5], "psnr": [29.5], "seconds": [2.0]}, reference) == pytest.approx(2.5)
-    assert eq.compare({"step": [5], "psnr": [29.5], "seconds": [6.0]}, reference) is None
+    ends_at = lambda seconds: {"step": [5], "psnr": [29.5], "seconds": [seconds]}  # noqa: E731
+    assert eq.reference_at_end(ends_at(2.0), reference) == pytest.approx(27.0)
+    assert eq.reference_at_end(ends_at(6.0), reference) is None
     assert eq.parse_variant("nint:sampler.pool_factor=2,train.lr=1e-3") == (
         "nint",
         ["sampler.pool_factor=2", "train.lr=1e-3"],

@@ -75,5 +75,20 @@ def latest(run_dir: str | Path) -> Path | None:
     return None
 
 
+def prune(run_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest checkpoints (by step; 0 keeps all). Returns what went.
+    Worker 0 of the local backend calls it after each save; Ray Train prunes its own
+    (``CheckpointConfig(num_to_keep)``) and the driver calls it once more at the end for those
+    a previous launch left."""
+    root = Path(run_dir) / FOLDER
+    if keep < 1 or not root.is_dir():
+        return []
+    found = sorted((int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name)))
+    gone = [folder for _, folder in found[:-keep]]
+    for folder in gone:
+        shutil.rmtree(folder, ignore_errors=True)
+    return gone
+
+
 def load(folder: Path, device: torch.device | str = "cpu") -> dict:
     return torch.load(folder / STATE, map_location=device, weights_only=False)

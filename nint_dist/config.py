@@ -209,6 +209,26 @@ class TrainConfig:
     tf32: bool = False
     """Let float32 matrix products use TensorFloat-32 on GPUs (faster, 10-bit mantissa), in
     training and scoring alike."""
+    lr_schedule: str = "constant"
+    """Learning rate over the steps (see nint_dist.lr_schedule): constant; cosine (to
+    train.lr_min at train.steps); step (times train.lr_decay at each of train.lr_milestones);
+    exponential (train.lr times train.lr_decay ** (step / train.steps), instant-ngp's kind)."""
+    warmup_steps: int = 0
+    """Steps of linear warm-up from train.lr / warmup_steps to train.lr before the schedule."""
+    lr_min: float = 0.0
+    """cosine: the learning rate reached at train.steps."""
+    lr_decay: float = 0.1
+    """step: factor applied at each milestone; exponential: factor reached at train.steps."""
+    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    """step: where the rate drops, as fractions of train.steps."""
+    precision: str = "fp32"
+    """Training forward passes: fp32; bf16 (autocast, GPUs and CPUs); fp16 (autocast with a
+    gradient scaler, GPUs only). Scoring and evaluation stay in train.dtype."""
+    checkpoint_every_s: float = 300.0
+    """Seconds of wall clock between checkpoints (checked at log steps with several workers);
+    0 turns the time cadence off. A run stopped by SIGINT/SIGTERM also checkpoints first."""
+    keep_checkpoints: int = 3
+    """Newest checkpoints kept in RUN_DIR/checkpoints (older ones are deleted); 0 keeps all."""
 
     def __post_init__(self):
         if self.steps < 1:
@@ -229,6 +249,20 @@ class TrainConfig:
             raise ValueError("train.micro_batch must be at least 1")
         if self.checkpoint_every < 0 or self.collective_timeout_s <= 0:
             raise ValueError("train.checkpoint_every must be >= 0 and train.collective_timeout_s > 0")
+        from nint_dist.lr_schedule import LR_SCHEDULES
+
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
+        if self.warmup_steps < 0 or self.lr_min < 0 or not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError("train.warmup_steps and train.lr_min must be >= 0, train.lr_decay in (0, 1]")
+        if not all(0.0 < m < 1.0 for m in self.lr_milestones):
+            raise ValueError("train.lr_milestones must be fractions of train.steps in (0, 1)")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError("train.precision must be fp32, bf16 or fp16")
+        if self.precision != "fp32" and self.dtype != "float32":
+            raise ValueError(f"train.precision={self.precision} needs train.dtype=float32")
+        if self.checkpoint_every_s < 0 or self.keep_checkpoints < 0:
+            raise ValueError("train.checkpoint_every_s and train.keep_checkpoints must be >= 0")
 
 
 @dataclass

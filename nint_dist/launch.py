@@ -10,15 +10,18 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from nint_dist.checkpoint import FOLDER as CHECKPOINT_FOLDER
 from nint_dist.config import Config, load_config, to_yaml
 from nint_dist.errors import UserError, run_cli
 from nint_dist.ingest import load_source, write_signal
+from nint_dist.runlog import STOP_FILE
 from nint_dist.signal import open_signal, shard_rows
 
 
@@ -63,6 +66,8 @@ RESUMABLE_CHANGES = (
     "train.workers",
     "train.device",
     "train.checkpoint_every",
+    "train.checkpoint_every_s",
+    "train.keep_checkpoints",
     "train.collective_timeout_s",
     "train.compile",
     "log.",
@@ -95,11 +100,7 @@ def prepare_resume(cfg: Config, run_dir: Path) -> int:
                 " resume it with the same settings or choose another run.dir"
             )
     latest = checkpoint.latest(run_dir)
-    if latest is None:
-        raise UserError(
-            f"run directory {run_dir} holds a run without a checkpoint to resume; choose another run.dir"
-        )
-    step = int(checkpoint.load(latest)["step"])
+    step = 0 if latest is None else int(checkpoint.load(latest)["step"])  # none yet: start over
     _, spec = open_signal(previous.data.path)
     shard_rows(spec, cfg.train.workers, 0)
     cfg.data.path = previous.data.path
@@ -122,12 +123,51 @@ def prepare_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int:
+def resume_overrides(run_dir: str | Path) -> tuple[str, list[str]]:
+    """The config file and overrides that continue the run in ``run_dir`` with its own saved
+    settings (``RUN_DIR/config.yaml``, the run directory pinned): what ``--resume RUN_DIR``
+    launches. Further ``key=value`` overrides may follow (e.g. more train.steps)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); nothing to resume")
+    return str(run_dir / "config.yaml"), [f"run.dir={run_dir.resolve()}"]
+
+
+def check_run_dir_location(cfg: Config) -> None:
+    """``file://`` run directories become paths. Under ``RAY_ADDRESS`` the cluster's nodes write
+    the run's files: a relative run.dir would land in the job's working directory on whichever
+    node runs the driver, where the user never finds it, so it must be absolute (on storage
+    every node and the user can reach)."""
+    if cfg.run.dir.startswith("file://"):
+        cfg.run.dir = unquote(urlparse(cfg.run.dir).path)
+    elif "://" in cfg.run.dir:
+        raise UserError(
+            f"run.dir={cfg.run.dir}: run directories on object stores are not supported;"
+            " use an absolute path on storage every node can reach (data.path may be a store URL)"
+        )
+    if cfg.run.backend == "ray" and os.environ.get("RAY_ADDRESS") and not Path(cfg.run.dir).is_absolute():
+        raise UserError(
+            f"run.dir={cfg.run.dir} is relative: on a Ray cluster (RAY_ADDRESS is set) give an absolute"
+            " path on storage that every node and you can reach, e.g. run.dir=/shared/runs/NAME"
+        )
+
+
+def launch(
+    config_path: str | None, overrides: list[str], verbose: bool = False, resume: str | None = None
+) -> int:
+    """Fit a run; with ``resume`` (a run directory) continue it from its own saved config, the
+    overrides applied on top."""
+    if resume is not None:
+        config_path, pinned = resume_overrides(resume)
+        overrides = [*overrides, *pinned]
     cfg = load_config(config_path, overrides)
-    cfg.data.source = cfg.data.path if is_store_url(cfg.data.path) else str(Path(cfg.data.path).resolve())
+    check_run_dir_location(cfg)
+    if not cfg.data.source:  # a run's saved config keeps the input it was started from
+        cfg.data.source = cfg.data.path if is_store_url(cfg.data.path) else str(Path(cfg.data.path).resolve())
     run_dir = Path(cfg.run.dir)
     if (run_dir / "config.yaml").exists():
         use_gpu = prepare_backend(cfg, verbose)
+        check_precision(cfg, use_gpu)
         resume_step = prepare_resume(cfg, run_dir)
         print(f"resuming {run_dir} from step {resume_step}", file=sys.stderr)
     else:
@@ -135,6 +175,7 @@ def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int
         shard_rows(spec, cfg.train.workers, 0)  # raises if the signal cannot be split this way
         check_run_dir_free(run_dir)
         use_gpu = prepare_backend(cfg, verbose)
+        check_precision(cfg, use_gpu)
         run_dir = prepare_run_dir(cfg)
         if array is not None:
             try:
@@ -148,13 +189,88 @@ def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int
     cfg.run.dir = str(run_dir.resolve())
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
-    with Progress(run_dir, cfg.train.steps, enabled=cfg.log.progress):
+    progress = Progress(run_dir, cfg.train.steps, enabled=cfg.log.progress, max_seconds=cfg.train.max_seconds)
+    with progress, StopOnSignal(run_dir) as stopper:
         if cfg.run.backend == "local":
             run_local(cfg)
         else:
-            run_on_ray(cfg, use_gpu)
+            wait_in_main_thread(lambda: run_on_ray(cfg, use_gpu))
+    if cfg.run.backend == "ray":  # what Ray Train's num_to_keep did not see: a previous launch's
+        from nint_dist import checkpoint
+
+        checkpoint.prune(run_dir, cfg.train.keep_checkpoints)
+    if stopper.requested and not (run_dir / "final.json").exists():
+        print_interrupted(run_dir)
+        return 130
     print_summary(run_dir)
     return 0
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM during a fit: the first asks the workers (through ``RUN_DIR/.stop``) to
+    write a checkpoint and end; a second one stops at once. Installed only in the main thread
+    (Python's rule for signal handlers); the previous handlers come back on exit."""
+
+    def __init__(self, run_dir: Path):
+        self.flag = run_dir / STOP_FILE
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self):
+        self.flag.unlink(missing_ok=True)  # a stop request left by an earlier launch
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.flag.touch()
+        print(
+            f"\n{signal.Signals(signum).name}: writing a checkpoint, then stopping"
+            " (once more to stop at once, losing the steps since the last checkpoint)",
+            file=sys.stderr,
+        )
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self.flag.unlink(missing_ok=True)
+
+
+def wait_in_main_thread(body) -> None:
+    """Run ``body`` in a helper thread while the main thread waits, so that this module's signal
+    handlers (not Ray Train's, which aborts without a checkpoint) receive Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        body()
+        return
+    outcome: dict[str, BaseException] = {}
+
+    def target() -> None:
+        try:
+            body()
+        except BaseException as e:  # handed to the main thread
+            outcome["error"] = e
+
+    helper = threading.Thread(target=target, name="nint-fit", daemon=True)
+    helper.start()
+    while helper.is_alive():
+        helper.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+def print_interrupted(run_dir: Path) -> None:
+    from nint_dist import checkpoint
+
+    latest = checkpoint.latest(run_dir)
+    where = f"checkpoint {latest}" if latest is not None else "no checkpoint yet"
+    print(
+        f"interrupted: {where}\nresume with:     python -m nint_dist.launch --resume {run_dir}",
+        file=sys.stderr,
+    )
 
 
 def run_local(cfg: Config) -> None:
@@ -175,6 +291,11 @@ def prepare_backend(cfg: Config, verbose: bool) -> bool:
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
     return cfg.train.device != "cpu" and torch.cuda.is_available()
+
+
+def check_precision(cfg: Config, use_gpu: bool) -> None:
+    if cfg.train.precision == "fp16" and not use_gpu:
+        raise UserError("train.precision=fp16 needs GPUs; use train.precision=bf16 on CPUs")
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -229,7 +350,7 @@ def connect_ray(cfg: Config, verbose: bool) -> bool:
 
 
 def run_on_ray(cfg: Config, use_gpu: bool) -> None:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from nint_dist.worker import train_worker
@@ -248,6 +369,7 @@ def run_on_ray(cfg: Config, use_gpu: bool) -> None:
             name=CHECKPOINT_FOLDER,  # Ray Train copies reported checkpoints into RUN_DIR/checkpoints
             storage_path=cfg.run.dir,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints or None),
         ),
     )
     try:
@@ -264,11 +386,16 @@ def _root_cause(e: BaseException) -> str:
 
 
 class Progress:
-    """A progress bar on the driver, fed by the metrics.jsonl that worker 0 appends to."""
+    """A progress bar on the driver, fed by the metrics.jsonl that worker 0 appends to. With a
+    time budget (``train.max_seconds``) the bar's total is the step the budget is expected to
+    end at, so that its ETA is whichever limit comes first."""
 
-    def __init__(self, run_dir: Path, total_steps: int, enabled: bool = True):
+    def __init__(
+        self, run_dir: Path, total_steps: int, enabled: bool = True, max_seconds: float | None = None
+    ):
         self.path = run_dir / "metrics.jsonl"
         self.total = total_steps
+        self.max_seconds = max_seconds
         self.enabled = enabled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
@@ -298,20 +425,39 @@ class Progress:
                             break
                         offset += len(line)
                         row = json.loads(line)
+                        expected = expected_last_step(row, self.total, self.max_seconds)
+                        if expected != bar.total:
+                            bar.total = expected
                         bar.update(row["step"] - bar.n)
-                        bar.set_postfix(
-                            psnr=f"{row['psnr']:.2f}", samples_per_s=f"{row.get('samples_per_s', 0):.3g}"
-                        )
+                        bar.set_postfix(postfix(row))
             if stopping:
                 break
         bar.close()
+
+
+def expected_last_step(row: dict, total: int, max_seconds: float | None) -> int:
+    """The step a run is expected to end at after logging ``row``: train.steps, or sooner where
+    the training clock's pace so far reaches train.max_seconds first."""
+    step, seconds = row["step"], row.get("train_seconds", 0.0)
+    if max_seconds is None or step < 1 or seconds <= 0:
+        return total
+    return max(step, min(total, int(step + (max_seconds - seconds) * step / seconds)))
+
+
+def postfix(row: dict) -> dict[str, str]:
+    """The progress bar's metrics: SI-SNR first for audio (PSNR of quiet audio reads well
+    while the fit is poor), then PSNR and throughput."""
+    shown = {"si_snr": f"{row['si_snr']:.2f}"} if "si_snr" in row else {}
+    shown["psnr"] = f"{row['psnr']:.2f}"
+    shown["samples_per_s"] = f"{row.get('samples_per_s', 0):.3g}"
+    return shown
 
 
 def print_summary(run_dir: Path) -> None:
     """One screen: the final metrics, the time, and where everything is."""
     final = json.loads((run_dir / "final.json").read_text())
     metrics = "  ".join(
-        f"{key} {final[key]:.4g}" for key in ("psnr", "ssim", "si_snr", "iou", "chamfer") if key in final
+        f"{key} {final[key]:.4g}" for key in ("si_snr", "psnr", "ssim", "iou", "chamfer") if key in final
     )
     lines = [
         f"done: {final['steps']} steps on {final['workers']} worker(s), {final['train_seconds']:.1f} s of"
@@ -324,7 +470,9 @@ def print_summary(run_dir: Path) -> None:
             lines.append(f"reconstruction:  {run_dir / name}")
             break
     lines.append(f"metrics:         {run_dir / 'metrics.jsonl'}  (summary: final.json)")
-    lines.append(f"checkpoints:     {run_dir / 'checkpoints'}  (launch again with this run.dir to resume)")
+    lines.append(
+        f"checkpoints:     {run_dir / 'checkpoints'}  (resume: python -m nint_dist.launch --resume {run_dir})"
+    )
     if (run_dir / "tensorboard").exists():
         lines.append(f"TensorBoard:     tensorboard --logdir {run_dir / 'tensorboard'}")
     print("\n".join(lines))
@@ -332,11 +480,18 @@ def print_summary(run_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nint_dist.launch", description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="YAML config file (e.g. configs/quickstart.yaml)")
+    parser.add_argument("config", nargs="?", help="YAML config file (e.g. configs/quickstart.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=500")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue RUN_DIR with its own saved config (then only overrides)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
     args = parser.parse_args(argv)
-    return run_cli(lambda: launch(args.config, args.overrides, args.verbose))
+    if args.resume is not None and args.config is not None:  # every positional is an override then
+        args.overrides, args.config = [args.config, *args.overrides], None
+    if args.resume is None and args.config is None:
+        parser.error("a config file is required (or --resume RUN_DIR)")
+    return run_cli(lambda: launch(args.config, args.overrides, args.verbose, args.resume))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,22 @@ def si_snr(estimate, reference) -> float:
     return float(10.0 * np.log10(max(target @ target, 1e-300) / (noise @ noise)))
 
 
+def si_snr_from_sums(
+    n: int, sum_e: float, sum_r: float, sum_er: float, sum_ee: float, sum_rr: float
+) -> float:
+    """``si_snr`` of an estimate e and a reference r of ``n`` values given only their sums
+    (Σe, Σr, Σe·r, Σe², Σr²), which add up over shards: SI-SNR of a sharded signal in one
+    all-reduce."""
+    cross = sum_er - sum_e * sum_r / n  # <e - ē, r - r̄>
+    ref = max(sum_rr - sum_r * sum_r / n, 1e-300)
+    est = sum_ee - sum_e * sum_e / n
+    target = cross * cross / ref
+    noise = est - target
+    if noise <= 0:
+        return float("inf")
+    return float(10.0 * math.log10(max(target, 1e-300) / noise))
+
+
 def occupancy_counts(sdf_a, sdf_b) -> tuple[int, int]:
     """(|inside_a ∩ inside_b|, |inside_a ∪ inside_b|) with inside = negative signed distance;
     sums over blocks give the IoU of a volume read block by block."""

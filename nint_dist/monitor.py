@@ -1,5 +1,6 @@
-"""What worker 0 shows in TensorBoard besides scalars: a reconstruction preview, a heat map of
-where the selection fell since the last log, and histograms of the sampler's scores.
+"""What worker 0 shows in TensorBoard besides scalars: a reconstruction preview (an image, or
+for audio the first seconds as sound), a heat map of where the selection fell since the last
+log, and histograms of the sampler's scores.
 
 The preview evaluates the INR itself on a strided grid (at most ``max_side`` pixels on the long
 side) — the parameters are the same on every worker, so no data moves. Its PSNR/SSIM against
@@ -60,14 +61,57 @@ class ImageMonitor:
     def log(self, writer, step: int, model: nn.Module) -> dict[str, float]:
         """Write the preview and the heat map (then reset it); return the preview's SSIM."""
         image = self.preview(model)
-        writer.add_image("reconstruction", _to_rgb(image), step, dataformats="HWC")
+        writer.add_image("eval/reconstruction", _to_rgb(image), step, dataformats="HWC")
         heat = self.heat.reshape(self.shape).cpu().numpy()
         heat = heat / heat.max() if heat.max() > 0 else heat
-        writer.add_image("selection_heatmap", heat[None].astype(np.float32), step, dataformats="CHW")
+        writer.add_image("sampler/selection_heatmap", heat[None].astype(np.float32), step, dataformats="CHW")
         self.heat.zero_()
         if min(self.shape) < SSIM_WINDOW:  # SSIM's window does not fit: no value rather than a wrong one
             return {}
         return {"ssim": ssim(image, self.target)}
+
+
+class AudioMonitor:
+    """The first ``max_seconds`` of an audio signal as fitted so far, playable in TensorBoard's
+    Audio tab (the source's clip once, beside it). Worker 0 only; no collectives."""
+
+    def __init__(
+        self,
+        array,
+        spec: SignalSpec,
+        device: torch.device,
+        dtype: torch.dtype,
+        chunk: int,
+        max_seconds: float = 5.0,
+    ):
+        self.spec, self.dtype, self.chunk = spec, dtype, chunk
+        self.rate = int(spec.extra.get("sample_rate", 44100))
+        self.length = min(spec.grid[0], int(max_seconds * self.rate))
+        self.flat = torch.arange(self.length, device=device)
+        self.pcm = np.issubdtype(np.dtype(array.dtype), np.integer)
+        lo, hi = spec.value_range
+        source = np.asarray(array[: self.length], dtype=np.float64)
+        self.source = self._playable((source - lo) / (hi - lo))
+        self.source_logged = False
+
+    def _playable(self, unit: np.ndarray) -> np.ndarray:
+        """Values in [0, 1] (training's unit range) → mono samples in [-1, 1], shape [1, L]:
+        PCM full scale onto [-1, 1], float audio back to its own values."""
+        lo, hi = self.spec.value_range
+        values = unit * 2.0 - 1.0 if self.pcm else lo + unit * (hi - lo)
+        return np.clip(values.reshape(self.length, -1).mean(axis=1), -1.0, 1.0)[None].astype(np.float32)
+
+    def log(self, writer, step: int, model: nn.Module) -> dict[str, float]:
+        coords = lambda lo, hi: flat_to_coords(self.flat[lo:hi], self.spec, self.dtype)  # noqa: E731
+        unit = predict(model, coords, self.length, self.chunk).double().cpu().numpy()
+        writer.add_audio("eval/reconstruction_audio", self._playable(unit), step, sample_rate=self.rate)
+        if not self.source_logged:
+            writer.add_audio("eval/source_audio", self.source, step, sample_rate=self.rate)
+            self.source_logged = True
+        return {}
+
+    def add_selection(self, indices: torch.Tensor) -> None:
+        """Nothing to show for audio (the interface ImageMonitor has)."""
 
 
 def _to_rgb(image: np.ndarray) -> np.ndarray:
@@ -81,4 +125,4 @@ def log_histograms(writer, step: int, scores: dict[str, torch.Tensor]) -> None:
     for name, values in scores.items():
         finite = values[torch.isfinite(values)]
         if finite.numel():
-            writer.add_histogram(f"scores/{name}", finite.float().cpu().numpy(), step)
+            writer.add_histogram(f"sampler/scores/{name}", finite.float().cpu().numpy(), step)

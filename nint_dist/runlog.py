@@ -9,6 +9,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
+STOP_FILE = ".stop"
+"""Written into the run directory by the driver on SIGINT/SIGTERM: the workers checkpoint and
+end the run at the next step they look (every step with one worker, the next log step with
+several). Removed by the driver when the run ends or is launched again."""
+
+TAG_GROUPS = (
+    ("eval/", ("psnr", "mse", "ssim", "si_snr")),
+    ("train/", ("loss", "lr")),
+    ("sampler/", ("ratio", "num_selected", "share_")),
+    ("time/", ("time_", "train_seconds", "samples_per_s")),
+)
+"""TensorBoard sections by metric name (prefix match); everything else — memory, load balance,
+traffic — goes under system/."""
+
+
+def tensorboard_tag(key: str) -> str:
+    """The grouped TensorBoard tag of a metrics.jsonl key, e.g. psnr → eval/psnr."""
+    tag = key.replace(".", "/")
+    for group, names in TAG_GROUPS:
+        if any(key == n or (n.endswith("_") and key.startswith(n)) for n in names):
+            return group + tag
+    return "system/" + tag
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -22,7 +45,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class RunLog:
     """Files of one run, written by worker 0."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool, save_selection: bool, purge_step: int = 0):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        tensorboard: bool,
+        save_selection: bool,
+        purge_step: int = 0,
+        config_text: str | None = None,
+    ):
         self.dir = Path(run_dir)
         self.save_selection = save_selection
         self._drop_metrics_from(purge_step)
@@ -34,6 +64,9 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.dir / "tensorboard"), purge_step=purge_step or None)
+            if config_text is not None:  # the resolved config, as TensorBoard's Text tab shows it
+                indented = "\n".join("    " + line for line in config_text.splitlines())
+                self.writer.add_text("config", indented, max(purge_step - 1, 0))
         if save_selection:
             (self.dir / "selection").mkdir(exist_ok=True)
 
@@ -52,7 +85,7 @@ class RunLog:
             step = row["step"]
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)) and np.isfinite(value):
-                    self.writer.add_scalar(key.replace(".", "/"), value, step)
+                    self.writer.add_scalar(tensorboard_tag(key), value, step)
 
     def selection(self, step: int, indices: torch.Tensor) -> None:
         """Save the step's global indices (copied off the device only when saving is on)."""

@@ -107,6 +107,20 @@ def squared_error_sum(
     return total
 
 
+@torch.no_grad()
+def error_and_moment_sums(
+    model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int
+) -> torch.Tensor:
+    """[Σ(f−y)², Σf, Σy, Σf·y, Σf², Σy²] over the block and its channels, float64: sums over
+    workers give the global MSE and SI-SNR (``metrics.si_snr_from_sums``) in one pass."""
+    total = torch.zeros(6, dtype=torch.float64)
+    for lo, hi in chunk_bounds(n, chunk):
+        f, y = model(coords_of(lo, hi)).double(), targets_of(lo, hi).double()
+        sums = [(f - y).pow(2).sum(), f.sum(), y.sum(), (f * y).sum(), f.pow(2).sum(), y.pow(2).sum()]
+        total += torch.stack(sums).cpu()
+    return total
+
+
 def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int) -> Params:
     """v_block = J_blockᵀ r_block with r = f(x) − y (detached), accumulated over chunks.
 

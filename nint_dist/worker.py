@@ -22,12 +22,13 @@ from torch import nn
 
 from nint_dist import checkpoint, scoring
 from nint_dist.comm import Comm
-from nint_dist.config import Config, from_dict
-from nint_dist.metrics import psnr_from_mse
+from nint_dist.config import Config, from_dict, to_yaml
+from nint_dist.lr_schedule import lr_at
+from nint_dist.metrics import psnr_from_mse, si_snr_from_sums
 from nint_dist.models import build_model
-from nint_dist.monitor import ImageMonitor, log_histograms
+from nint_dist.monitor import AudioMonitor, ImageMonitor, log_histograms
 from nint_dist.outputs import export_reconstruction
-from nint_dist.runlog import RunLog
+from nint_dist.runlog import STOP_FILE, RunLog
 from nint_dist.samplers import Sampler, Selection, build_sampler
 from nint_dist.schedules import num_selected, ratio_at
 from nint_dist.selection import balanced_bounds, ddp_scaled_loss
@@ -36,6 +37,7 @@ from nint_dist.signal import ATTRS_KEY, flat_to_coords, from_unit, open_signal, 
 from nint_dist.steptimer import PhaseTimer
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -97,6 +99,10 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.train.lr, fused=rt.device.type == "cuda"
         )
+        if cfg.train.precision == "fp16" and rt.device.type != "cuda":
+            raise ValueError("train.precision=fp16 needs GPUs (use bf16 on CPUs)")
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
+        """fp16 only: scales the loss so small gradients survive float16; its state is checkpointed."""
         self.compile_seconds = 0.0
         if cfg.train.compile:
             self.update_model = torch.compile(self.update_model)
@@ -113,14 +119,22 @@ class Trainer:
         resumed = checkpoint.latest(cfg.run.dir)
         if resumed is not None:
             self.restore(checkpoint.load(resumed, rt.device))
+        self.last_checkpoint = time.monotonic()
+        """Wall clock of the last checkpoint (or of the start): the time cadence counts from it."""
         self.log = None
         self.monitor = None
         if rt.rank == 0:
             self.log = RunLog(
-                cfg.run.dir, cfg.log.tensorboard, cfg.log.save_selection, purge_step=self.step + 1
+                cfg.run.dir,
+                cfg.log.tensorboard,
+                cfg.log.save_selection,
+                purge_step=self.step + 1,
+                config_text=to_yaml(cfg),
             )
             if cfg.log.tensorboard and len(self.spec.grid) == 2:
                 self.monitor = ImageMonitor(self.array, self.spec, rt.device, self.dtype, self.chunk)
+            elif cfg.log.tensorboard and self.spec.kind == "audio":
+                self.monitor = AudioMonitor(self.array, self.spec, rt.device, self.dtype, self.chunk)
 
     def _warm_up(self) -> float:
         """Compile the training graph off the training clock: one forward/backward on a batch of
@@ -152,11 +166,24 @@ class Trainer:
         weights = None if sel.weights is None else sel.weights[bounds[rt.rank][0] : bounds[rt.rank][1]]
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.accumulate_gradients(part, stored, weights, k)
-        self.optimizer.step()
+        lr = self.learning_rate(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         timer.lap("train")
         self.part_sizes += part.numel()
         self.step += 1
         return sel, loss.detach()
+
+    def learning_rate(self, step: int) -> float:
+        t = self.cfg.train
+        return lr_at(
+            t.lr_schedule, step, t.steps, t.lr, t.warmup_steps, t.lr_min, t.lr_decay, t.lr_milestones
+        )
 
     def close_block(self) -> dict[str, float]:
         """Seconds per phase of the steps since the last call (waits for the device); they join
@@ -180,16 +207,24 @@ class Trainer:
         size = self.cfg.train.micro_batch
         starts = list(range(0, part.numel(), size)) or [0]
         total = torch.zeros((), dtype=self.dtype, device=self.rt.device)
+        precision = self.cfg.train.precision
+        autocast = (
+            torch.autocast(self.rt.device.type, dtype=AUTOCAST[precision])
+            if precision in AUTOCAST
+            else nullcontext()
+        )
         for i, lo in enumerate(starts):
             hi = lo + size
             last = i == len(starts) - 1
             defer = self.update_model.no_sync() if self.rt.world_size > 1 and not last else nullcontext()
             with defer:
-                prediction = self.update_model(flat_to_coords(part[lo:hi], self.spec, self.dtype))
+                with autocast:
+                    prediction = self.update_model(flat_to_coords(part[lo:hi], self.spec, self.dtype))
+                prediction = prediction.to(self.dtype)  # the loss in training precision, not autocast's
                 target = to_unit(stored[lo:hi], self.spec, self.dtype)
                 piece = None if weights is None else weights[lo:hi]
                 loss = ddp_scaled_loss(prediction, target, num_selected, self.rt.world_size, piece)
-                loss.backward()
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             total += loss.detach()
         return total
 
@@ -201,19 +236,24 @@ class Trainer:
         per_worker[:, self.rt.rank] = torch.tensor(
             [peak_memory_bytes(self.rt.device), self.train_seconds, float(self.part_sizes)]
         )
-        stats = torch.cat(
-            [
-                scoring.squared_error_sum(self.model, s.coords, s.targets, s.size, self.chunk).view(1),
-                loss.double().cpu().view(1),
-                per_worker.view(-1),
-            ]
-        ).to(self.rt.device)
+        audio = self.spec.kind == "audio"  # SI-SNR too: its sums come from the same pass
+        errors = (
+            scoring.error_and_moment_sums(self.model, s.coords, s.targets, s.size, self.chunk)
+            if audio
+            else scoring.squared_error_sum(self.model, s.coords, s.targets, s.size, self.chunk).view(1)
+        )
+        stats = torch.cat([loss.double().cpu().view(1), per_worker.view(-1), errors]).to(self.rt.device)
         self.comm.all_reduce_sum_([stats])
         stats = stats.cpu()
-        mse = float(stats[0]) / (self.spec.num_points * self.spec.channels)
-        memory, seconds, samples = stats[2:].view(3, world)
+        values = self.spec.num_points * self.spec.channels
+        mse = float(stats[1 + 3 * world]) / values
+        memory, seconds, samples = stats[1 : 1 + 3 * world].view(3, world)
+        extra = {}
+        if audio:
+            extra["si_snr"] = si_snr_from_sums(values, *(float(v) for v in stats[2 + 3 * world :]))
         return {
-            "loss": float(stats[1]) / world,
+            **extra,
+            "loss": float(stats[0]) / world,
             "mse": mse,
             "psnr": psnr_from_mse(mse),
             "peak_memory_max_bytes": float(memory.max()),
@@ -228,6 +268,18 @@ class Trainer:
         budget = self.cfg.train.max_seconds
         return budget is not None and self.comm.all_reduce_max(self.clock()) >= budget
 
+    def checkpoint_due_or_stop(self, logged: bool) -> tuple[bool, bool]:
+        """(the time cadence asks for a checkpoint, the driver asked the run to stop). The same
+        answer on every worker: with several it is agreed on at log steps only (one small
+        all-reduce), with one worker it is looked at every step."""
+        if self.rt.world_size > 1 and not logged:
+            return False, False
+        every_s = self.cfg.train.checkpoint_every_s
+        due = bool(every_s) and time.monotonic() - self.last_checkpoint >= every_s
+        stop = (Path(self.cfg.run.dir) / STOP_FILE).exists()
+        flags = self.comm.all_reduce_max(2.0 * stop + due)
+        return flags >= 1.0, flags >= 2.0
+
     def state(self) -> dict:
         """Everything a resumed run needs to continue exactly as an uninterrupted one. Sampler
         state is global (the same on every worker), so worker 0's copy is the run's."""
@@ -240,6 +292,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
+            **({"grad_scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def restore(self, state: dict) -> None:
@@ -250,15 +303,19 @@ class Trainer:
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         self.part_sizes = int(state.get("part_sizes", 0))
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
 
     def save_checkpoint(self, metrics: dict) -> None:
         """Worker 0 writes the state; under Ray Train it is reported (every worker reports, as
         Ray requires) and Ray copies it into the run directory. Collective under Ray."""
         name = checkpoint.step_name(self.step)
         report = self.rt.report_checkpoint
+        self.last_checkpoint = time.monotonic()
         if report is None:
             if self.rt.rank == 0:
                 checkpoint.save_local(Path(self.cfg.run.dir), self.step, self.state())
+                checkpoint.prune(self.cfg.run.dir, self.cfg.train.keep_checkpoints)
             return
         folder = None
         if self.rt.rank == 0:
@@ -309,7 +366,16 @@ class Trainer:
                     if self.log.writer is not None:
                         log_histograms(self.log.writer, self.step, self.ctx.last_scores)
                     self.log.metrics(self._row(sel, result, timings))
-            if not finished and cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
+            logged = finished or self.step % cfg.log.every == 0
+            due, stop = self.checkpoint_due_or_stop(logged) if not finished else (False, False)
+            if stop:  # SIGINT/SIGTERM on the driver: keep what was trained, end without final files
+                tally_block()
+                self.save_checkpoint(result)
+                if self.log is not None:
+                    self.log.close()
+                return None
+            every = cfg.train.checkpoint_every
+            if not finished and (due or (every and self.step % every == 0)):
                 tally_block()
                 self.save_checkpoint(result)
             if finished:

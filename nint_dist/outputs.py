@@ -39,12 +39,81 @@ def export_image(spec: SignalSpec, recon, run_dir: Path) -> None:
     from PIL import Image
 
     if spec.num_points > PNG_MAX_PIXELS:
-        print(f"note: no reconstruction.png for {spec.grid} pixels; see reconstruction.zarr", file=sys.stderr)
+        write_pyramid(recon, run_dir / "reconstruction.ome.zarr")
+        print(
+            f"note: {spec.grid} pixels are too many for a PNG; a multiscale pyramid for viewers"
+            f" (napari, QuPath, OpenSeadragon) is in {run_dir / 'reconstruction.ome.zarr'}",
+            file=sys.stderr,
+        )
         return
     image = np.asarray(recon[...])
     if image.dtype != np.uint8:
         image = (image.astype(np.float64) / spec.value_range[1] * 255).round().astype(np.uint8)
     Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(run_dir / "reconstruction.png")
+
+
+PYRAMID_TILE = 512
+"""Side of a pyramid level's chunks (tiles), the unit viewers fetch."""
+
+
+def downsample2(block: np.ndarray) -> np.ndarray:
+    """Halve the first two axes of [H, W, ...] by the mean of each 2×2 cell (a last odd row or
+    column: the mean of the values it has); integers are rounded to nearest (half to even)."""
+    values = block.astype(np.float64)
+    height, width = values.shape[:2]
+    if height % 2:
+        values = np.concatenate([values, values[-1:]], axis=0)  # a repeated edge: its own mean
+    if width % 2:
+        values = np.concatenate([values, values[:, -1:]], axis=1)
+    mean = 0.25 * (values[0::2, 0::2] + values[1::2, 0::2] + values[0::2, 1::2] + values[1::2, 1::2])
+    if np.issubdtype(block.dtype, np.integer):
+        mean = np.rint(mean)
+    return mean.astype(block.dtype)
+
+
+def write_pyramid(image, path: Path, min_side: int = 256, tile: int = PYRAMID_TILE) -> list[tuple[int, ...]]:
+    """An image [H, W, C] (a zarr array, read a band of rows at a time) as an OME-Zarr (NGFF
+    0.4) multiscale pyramid at ``path``: arrays "0", "1", … of shape [C, H/2^k, W/2^k], each
+    level the 2×2 mean of the one before, down to a long side of at most ``min_side``, and the
+    ``multiscales`` metadata napari, QuPath and OpenSeadragon's OME-Zarr readers look for.
+    Returns the levels' shapes."""
+    import zarr
+
+    height, width, channels = image.shape
+    shapes = [(height, width)]
+    while max(shapes[-1]) > min_side:
+        h, w = shapes[-1]
+        shapes.append(((h + 1) // 2, (w + 1) // 2))
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    levels = [
+        group.create_array(
+            str(k), shape=(channels, h, w), chunks=(1, min(tile, h), min(tile, w)), dtype=image.dtype
+        )
+        for k, (h, w) in enumerate(shapes)
+    ]
+    band = 2 * tile  # rows of the level above per block: whole tiles of the level below
+    for lo in range(0, height, band):  # level 0: the image itself, channels first
+        levels[0][:, lo : lo + band] = np.moveaxis(np.asarray(image[lo : lo + band]), -1, 0)
+    for k in range(1, len(levels)):
+        above = levels[k - 1]
+        for lo in range(0, above.shape[1], band):
+            block = np.moveaxis(np.asarray(above[:, lo : lo + band]), 0, -1)
+            levels[k][:, lo // 2 : lo // 2 + (block.shape[0] + 1) // 2] = np.moveaxis(
+                downsample2(block), -1, 0
+            )
+    axes = [
+        {"name": "c", "type": "channel"},
+        {"name": "y", "type": "space"},
+        {"name": "x", "type": "space"},
+    ]
+    datasets = [
+        {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [1.0, 2.0**k, 2.0**k]}]}
+        for k in range(len(levels))
+    ]
+    group.attrs["multiscales"] = [
+        {"version": "0.4", "name": Path(path).stem, "axes": axes, "datasets": datasets, "type": "mean"}
+    ]
+    return [(channels, h, w) for h, w in shapes]
 
 
 def export_audio(spec: SignalSpec, recon, run_dir: Path, source) -> dict[str, float]:

@@ -1,12 +1,14 @@
 """``python -m nint_dist.render RUN_DIR OUT [--scale S | --shape N,…] [--region A:B,…]``:
 evaluate a trained INR on any grid — the whole signal, a crop, or a super-resolved version —
-and write it as a zarr signal store (plus a PNG for images, when small enough).
+and write it as a zarr signal store, plus for images a PNG when small enough and otherwise (or
+with ``--pyramid``) an OME-Zarr multiscale pyramid that image viewers open.
 
 The output grid spans the region's first to last grid point of the original signal (the whole
 signal by default), with ``scale``× as many points per axis (or ``shape`` points), so scale 1
 reproduces the training grid exactly and scale 2 doubles the height and width. The grid is
 split into bands of whole output chunks; with ``--workers N`` the bands are rendered by N Ray
-tasks, each writing its own chunks (no two tasks touch one chunk).
+tasks, each writing its own chunks (no two tasks touch one chunk), each given a GPU where the
+cluster has them (``--device auto``) or must (``--device cuda``).
 """
 
 import argparse
@@ -88,15 +90,29 @@ def load_model(run_dir: Path, device: torch.device):
     return model.eval(), cfg, spec, dtype
 
 
+def pick_device(device: str) -> torch.device:
+    """auto: a GPU when this process sees one; cpu; cuda (refused without a GPU)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no GPU is visible; use --device cpu or auto")
+    return torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def render_band(
-    run_dir: str, out: str, region, shape, row_lo: int, row_hi: int, chunk: int | None = None
+    run_dir: str,
+    out: str,
+    region,
+    shape,
+    row_lo: int,
+    row_hi: int,
+    chunk: int | None = None,
+    device: str = "auto",
 ) -> int:
     """Evaluate output rows [row_lo, row_hi) and write them into the output store, ``chunk``
     points per forward pass (None: the run's ``sampler.chunk`` for this device). Runs in this
     process or as a Ray task. Returns the number of points written."""
     import zarr
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     model, cfg, spec, dtype = load_model(Path(run_dir), device)
     chunk = chunk or cfg.sampler.chunk_on(device.type)
     axes = axis_coordinates(spec, region, shape)
@@ -119,13 +135,26 @@ def render(
     region_text: str | None,
     workers: int = 1,
     chunk: int | None = None,
-) -> tuple[tuple[int, ...], SignalSpec]:
+    device: str = "auto",
+    pyramid: bool = False,
+    progress: bool = True,
+) -> tuple[tuple[int, ...], SignalSpec, list[Path]]:
+    """Render and write ``out``; returns the grid, the output's spec and the viewable files
+    written beside it (a PNG, or a pyramid for images too large for one or when asked)."""
     import zarr
+    from tqdm import tqdm
 
     from nint_dist.ingest import default_chunk_rows
+    from nint_dist.outputs import PNG_MAX_PIXELS, write_pyramid
 
     if out.exists():
         raise UserError(f"output {out} already exists; remove it or choose another path")
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    if workers == 1:
+        pick_device(device)  # refuses cuda without a GPU before anything is written
     _, cfg, spec, _ = load_model(run_dir, torch.device("cpu"))
     region = parse_region(region_text, spec.grid)
     dims = output_shape(region, scale, shape)
@@ -153,27 +182,53 @@ def render(
         attributes={ATTRS_KEY: out_spec.to_attrs()},
     )
     bands = [(lo, min(lo + rows, dims[0])) for lo in range(0, dims[0], rows)]
+    bar = tqdm(total=dims[0], unit="row", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     if workers > 1:
         import ray
 
         if not ray.is_initialized():
             ray.init(log_to_driver=False, include_dashboard=False, logging_level="WARNING")
-        task = ray.remote(render_band)
+        task = ray.remote(num_gpus=ray_gpus_per_task(ray, device))(render_band)
         per_task = -(-len(bands) // workers)
         groups = [bands[i : i + per_task] for i in range(0, len(bands), per_task)]
-        ray.get([task.remote(str(run_dir), str(tmp), region, dims, g[0][0], g[-1][1], chunk) for g in groups])
+        pending = {
+            task.remote(str(run_dir), str(tmp), region, dims, g[0][0], g[-1][1], chunk, device): g
+            for g in groups
+        }
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ray.get(done[0])
+            group = pending.pop(done[0])
+            bar.update(group[-1][1] - group[0][0])
     else:
         for lo, hi in bands:
-            render_band(str(run_dir), str(tmp), region, dims, lo, hi, chunk)
+            render_band(str(run_dir), str(tmp), region, dims, lo, hi, chunk, device)
+            bar.update(hi - lo)
+    bar.close()
     tmp.rename(out)
-    if spec.kind == "image" and len(dims) == 2 and np.prod(dims) <= 1 << 26:
-        from PIL import Image
+    written: list[Path] = []
+    if spec.kind == "image" and len(dims) == 2:
+        recon = zarr.open_array(str(out), mode="r")
+        if pyramid or np.prod(dims) > PNG_MAX_PIXELS:
+            written.append(out.with_name(out.stem + ".ome.zarr"))
+            write_pyramid(recon, written[-1])
+        else:
+            from PIL import Image
 
-        image = np.asarray(zarr.open_array(str(out), mode="r")[...])
-        if image.dtype != np.uint8:
-            image = (image.astype(np.float64) / spec.value_range[1] * 255).round().astype(np.uint8)
-        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(out.with_suffix(".png"))
-    return dims, spec
+            image = np.asarray(recon[...])
+            if image.dtype != np.uint8:
+                image = (image.astype(np.float64) / spec.value_range[1] * 255).round().astype(np.uint8)
+            written.append(out.with_suffix(".png"))
+            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(written[-1])
+    return dims, spec, written
+
+
+def ray_gpus_per_task(ray, device: str) -> float:
+    """A GPU per render task where the cluster has GPUs (auto) or must (cuda); none on cpu."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if device == "cuda" and gpus < 1:
+        raise UserError("--device cuda but the Ray cluster has no GPUs; use --device cpu or auto")
+    return 1.0 if device != "cpu" and gpus >= 1 else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,11 +240,37 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--shape", default=None, help="output points per axis, e.g. 2048,2048")
     parser.add_argument("--region", default=None, help="crop in original grid points, e.g. 100:300,0:512")
     parser.add_argument("--workers", type=int, default=1, help="Ray tasks rendering bands in parallel")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where the INR is evaluated; auto: a GPU where there is one (one per Ray task on a GPU cluster)",
+    )
+    parser.add_argument(
+        "--pyramid",
+        action="store_true",
+        help="images: write an OME-Zarr multiscale pyramid (OUT.ome.zarr) instead of a PNG"
+        " (automatic above 2^26 pixels)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     def body() -> int:
-        dims, _ = render(args.run_dir, args.out, args.scale, args.shape, args.region, args.workers)
+        dims, _, written = render(
+            args.run_dir,
+            args.out,
+            args.scale,
+            args.shape,
+            args.region,
+            args.workers,
+            device=args.device,
+            pyramid=args.pyramid,
+            progress=not args.no_progress,
+        )
         print(f"wrote {args.out}: grid {dims}")
+        for path in written:
+            kind = "pyramid" if path.name.endswith(".ome.zarr") else "image"
+            print(f"{kind}: {path}")
         return 0
 
     return run_cli(body)

@@ -171,6 +171,33 @@ def test_ray_job_submit_runs_a_fit_from_shared_storage(ray_head, shared_data, tm
     assert abs(psnr - final["psnr"]) < 0.1
 
 
+def test_a_job_keeps_its_results_in_a_file_uri_run_dir_and_refuses_a_relative_one(ray_head, tmp_path):
+    """Under RAY_ADDRESS the run directory must be where the user can find it: a ``file://``
+    URI (a "remote" path every node reaches) holds the run; a relative run.dir, which would land
+    in the job's temporary working directory, is one line and no run."""
+    from tests.conftest import make_tiny_signal
+
+    signal_path = make_tiny_signal(tmp_path)
+    run_dir = tmp_path / "remote" / "run"
+    common = [f"data.path={signal_path}", "train.steps=4", "train.workers=2", "log.every=2",
+              "log.progress=false", "train.device=cpu"]  # fmt: skip
+    env = {**ray_head.env, "RAY_ADDRESS": ray_head.dashboard}
+
+    def submit(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", "jobs/submit.sh", "configs/quickstart.yaml", *common, *overrides],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=420,
+        )  # fmt: skip
+
+    done = submit(f"run.dir={run_dir.as_uri()}")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert json.loads((run_dir / "final.json").read_text())["steps"] == 4
+    assert checkpoint.latest(run_dir) == run_dir / "checkpoints" / "step_000004"
+    refused = submit("run.dir=runs/relative")
+    log = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "error: run.dir=runs/relative is relative" in log, log[-4000:]
+
+
 def test_the_submit_runtime_env_keeps_the_upload_small():
     env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
     assert {".venv/", "runs/", ".git/"} <= set(env["excludes"])

@@ -62,3 +62,64 @@ def test_bad_arguments_exit_2(run_dir, tmp_path, capsys, args):
 def test_not_a_run_directory(tmp_path, capsys):
     assert render.main([str(tmp_path), str(tmp_path / "f.zarr")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def mean_2x2_by_hand(image: np.ndarray) -> np.ndarray:
+    """2x2 means of [H, W, C] computed cell by cell; a last odd row/column averages what it has."""
+    height, width = image.shape[:2]
+    out = np.zeros(((height + 1) // 2, (width + 1) // 2, image.shape[2]))
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            out[y, x] = image[2 * y : 2 * y + 2, 2 * x : 2 * x + 2].reshape(-1, image.shape[2]).mean(axis=0)
+    return np.rint(out) if np.issubdtype(image.dtype, np.integer) else out
+
+
+def test_pyramid_levels_against_a_downsample_by_hand(tmp_path):
+    from nint_dist.outputs import write_pyramid
+
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    source = zarr.create_array(
+        store=str(tmp_path / "img.zarr"), shape=image.shape, chunks=(8, 53, 3), dtype="u1"
+    )
+    source[...] = image
+    shapes = write_pyramid(source, tmp_path / "p.ome.zarr", min_side=8, tile=4)
+    assert shapes == [(3, 37, 53), (3, 19, 27), (3, 10, 14), (3, 5, 7)]
+    group = zarr.open_group(str(tmp_path / "p.ome.zarr"), mode="r")
+    (meta,) = group.attrs["multiscales"]
+    assert meta["version"] == "0.4" and [a["name"] for a in meta["axes"]] == ["c", "y", "x"]
+    assert [d["coordinateTransformations"][0]["scale"] for d in meta["datasets"]][2] == [1.0, 4.0, 4.0]
+    expected = image
+    for level, shape in enumerate(shapes):
+        got = np.moveaxis(group[str(level)][...], 0, -1)
+        assert got.shape == shape[1:] + (3,)
+        assert np.array_equal(got, expected), level
+        expected = mean_2x2_by_hand(got)  # each level from the one before, as the pyramid is built
+
+
+def test_render_writes_a_pyramid_and_prints_where(run_dir, tmp_path, capsys):
+    assert render.main([str(run_dir), str(tmp_path / "g.zarr"), "--pyramid", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"pyramid: {tmp_path / 'g.ome.zarr'}" in out and not (tmp_path / "g.png").exists()
+    level0 = zarr.open_group(str(tmp_path / "g.ome.zarr"), mode="r")["0"][...]
+    expected = zarr.open_array(str(run_dir / "reconstruction.zarr"))[...]
+    assert np.array_equal(np.moveaxis(level0, 0, -1), expected)
+    assert render.main([str(run_dir), str(tmp_path / "h.zarr")]) == 0
+    assert f"image: {tmp_path / 'h.png'}" in capsys.readouterr().out
+
+
+def test_render_device_cuda_without_a_gpu_is_one_line(run_dir, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert render.main([str(run_dir), str(tmp_path / "i.zarr"), "--device", "cuda"]) == 2
+    assert "no GPU is visible" in capsys.readouterr().err and not (tmp_path / "i.zarr").exists()
+
+
+def test_render_tasks_ask_for_gpus_only_where_the_cluster_has_them(ray_session):
+    gpus = ray_session.cluster_resources().get("GPU", 0)
+    assert render.ray_gpus_per_task(ray_session, "cpu") == 0.0
+    assert render.ray_gpus_per_task(ray_session, "auto") == (1.0 if gpus else 0.0)
+    if not gpus:
+        with pytest.raises(render.UserError, match="no GPUs"):
+            render.ray_gpus_per_task(ray_session, "cuda")

@@ -54,6 +54,12 @@ def test_resumed_run_matches_uninterrupted(runs):
     steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 12
     assert json.loads((resumed / "final.json").read_text())["steps"] == 12
+    # train.keep_checkpoints=3: Ray Train's num_to_keep, and the driver for the first launch's
+    assert sorted(p.name for p in (resumed / "checkpoints").glob("step_*")) == [
+        "step_000006",
+        "step_000008",
+        "step_000012",
+    ]
 
 
 def test_checkpoints_are_in_the_run_directory_with_checksums(runs):
@@ -90,26 +96,28 @@ def test_tensorboard_tags(runs):
     events.Reload()
     tags = events.Tags()
     for scalar in (
-        "loss",
-        "psnr",
-        "ssim",
-        "lr",
-        "ratio",
-        "share_ntk",
-        "share_residual",
-        "share_random",
-        "time_score_s",
-        "time_select_s",
-        "time_exchange_s",
-        "time_train_s",
-        "samples_per_s",
-        "memory/worker_0_bytes",
-        "memory/worker_1_bytes",
-        "balance_samples_max_over_mean",
+        "train/loss",
+        "eval/psnr",
+        "eval/ssim",
+        "train/lr",
+        "sampler/ratio",
+        "sampler/share_ntk",
+        "sampler/share_residual",
+        "sampler/share_random",
+        "time/time_score_s",
+        "time/time_select_s",
+        "time/time_exchange_s",
+        "time/time_train_s",
+        "time/samples_per_s",
+        "system/memory/worker_0_bytes",
+        "system/memory/worker_1_bytes",
+        "system/balance_samples_max_over_mean",
     ):
         assert scalar in tags["scalars"], scalar
-    assert [e.step for e in events.Scalars("psnr")] == [4, 8, 12]
-    assert {"reconstruction", "selection_heatmap"} <= set(tags["images"])
-    assert any(t.startswith("scores/") for t in tags["histograms"])
-    image = events.Images("reconstruction")[-1]
+    assert all(t.split("/")[0] in ("train", "eval", "time", "sampler", "system") for t in tags["scalars"])
+    assert [e.step for e in events.Scalars("eval/psnr")] == [4, 8, 12]
+    assert {"eval/reconstruction", "sampler/selection_heatmap"} <= set(tags["images"])
+    assert any(t.startswith("sampler/scores/") for t in tags["histograms"])
+    assert any(t.startswith("config") for t in tags["tensors"])  # the resolved config as text
+    image = events.Images("eval/reconstruction")[-1]
     assert (image.width, image.height) == (20, 24)

@@ -181,7 +181,8 @@ class TrainConfig:
     steps: int = 1000
     """Optimizer steps."""
     max_seconds: float | None = None
-    """Budget on the training clock (evaluation excluded); stops at whichever limit comes first."""
+    """Budget on the training clock (evaluation excluded); stops at whichever limit comes first.
+    A budget, not a hint: a step is started only if it fits (see ``Trainer.out_of_time``)."""
     lr: float = 1e-4
     """Adam learning rate."""
     seed: int = 42
@@ -209,6 +210,10 @@ class TrainConfig:
     tf32: bool = False
     """Let float32 matrix products use TensorFloat-32 on GPUs (faster, 10-bit mantissa), in
     training and scoring alike."""
+    cuda_graphs: str = "auto"
+    """auto: replay the training pass and nint's pool scoring from CUDA graphs where that is
+    exact (one worker on a GPU, constant ratio, no torch.compile; see nint_dist.faststep);
+    off: always run them eagerly."""
 
     def __post_init__(self):
         if self.steps < 1:
@@ -227,6 +232,8 @@ class TrainConfig:
             raise ValueError("train.max_failures must be >= 0")
         if self.micro_batch < 1:
             raise ValueError("train.micro_batch must be at least 1")
+        if self.cuda_graphs not in ("auto", "off"):
+            raise ValueError("train.cuda_graphs must be auto or off")
         if self.checkpoint_every < 0 or self.collective_timeout_s <= 0:
             raise ValueError("train.checkpoint_every must be >= 0 and train.collective_timeout_s > 0")
 
@@ -234,7 +241,19 @@ class TrainConfig:
 @dataclass
 class LogConfig:
     every: int = 25
-    """Steps between evaluations (PSNR over the whole signal; off the training clock)."""
+    """Steps between evaluations (off the training clock): PSNR over the evaluation subset
+    (log.eval_points), exact over the whole signal at checkpoints and at the end."""
+    eval_points: int = 262144
+    """Coordinates of the fixed random subset on which PSNR is measured at log steps; 0 (or a
+    signal no larger) measures the whole signal at every log step."""
+    images_every: int = 500
+    """Steps between TensorBoard images (preview, selection heat map), the preview's SSIM and
+    score histograms; they are also written at the end."""
+    eval_share: float | None = None
+    """Most evaluation and logging time as a share of the training clock: a log step that
+    would exceed it is skipped (not the checkpoints' and the end's). 0: no limit (benchmarks
+    that need every row); null: 0.1 on GPUs, no limit on CPUs (whose rows then fall on every
+    log.every steps, as tests expect)."""
     save_selection: bool = False
     """Write selection/step_NNNNNN.npy with the global indices trained on at each step."""
     tensorboard: bool = True
@@ -243,8 +262,16 @@ class LogConfig:
     """Show a progress bar on the driver."""
 
     def __post_init__(self):
-        if self.every < 1:
-            raise ValueError("log.every must be at least 1")
+        if self.every < 1 or self.images_every < 1:
+            raise ValueError("log.every and log.images_every must be at least 1")
+        if self.eval_points < 0 or (self.eval_share is not None and self.eval_share < 0):
+            raise ValueError("log.eval_points and log.eval_share must be >= 0")
+
+    def eval_share_on(self, device_type: str) -> float | None:
+        """The evaluation share in effect on a device type ('cuda', 'cpu', ...); None: no limit."""
+        if self.eval_share is not None:
+            return self.eval_share or None
+        return 0.1 if device_type == "cuda" else None
 
 
 @dataclass

@@ -133,6 +133,8 @@ class GraphedScoringContext(ShardContext):
     for precisions 'full' and 'tf32'; float16 autocast keeps the eager pass (autocast's cast
     cache and graph memory do not mix)."""
 
+    capture: Callable[..., Captured] = Captured
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pool_graphs: dict[str, GraphCache] = {}
@@ -148,7 +150,7 @@ class GraphedScoringContext(ShardContext):
                     self.model, coords_of, targets_of, static_rows.numel(), self.chunk, precision
                 )
 
-            self.pool_graphs[precision] = GraphCache(compute, self.timer, "score")
+            self.pool_graphs[precision] = GraphCache(compute, self.timer, "score", capture=self.capture)
         scores = self._timed("residual_pool", lambda: self._replayed(rows, precision))
         return scores if scores is not None else super().residual_l1_at(rows, precision)
 

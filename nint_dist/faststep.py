@@ -32,16 +32,20 @@ WARMUP_PASSES = 3
 """Eager passes on a side stream before a capture (lazy initialisation, allocator warm-up)."""
 
 
-def graphs_wanted(setting: str, device: torch.device, world_size: int, compiled: bool, schedule: str) -> bool:
+def graphs_wanted(
+    setting: str, device: torch.device, world_size: int, compiled: bool, schedule: str, autocast: bool = False
+) -> bool:
     """Whether ``train.cuda_graphs`` (auto or off) captures graphs in this run: only on CUDA, for
     one worker (several exchange data-dependent counts every step), without torch.compile
-    (which captures its own) and with a constant ratio (a schedule changes the batch size)."""
+    (which captures its own), with a constant ratio (a schedule changes the batch size) and
+    without autocast in training (its cast cache does not survive a capture)."""
     return (
         setting == "auto"
         and device.type == "cuda"
         and world_size == 1
         and not compiled
         and schedule == "constant"
+        and not autocast
     )
 
 

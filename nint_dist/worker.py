@@ -110,8 +110,14 @@ class Trainer:
         self.sampler: Sampler = build_sampler(cfg.sampler)
         self.timer = PhaseTimer(rt.device)
         self.chunk = cfg.sampler.chunk_on(rt.device.type)
+        autocast = getattr(cfg.train, "precision", "fp32") != "fp32"
         self.graphs = graphs_wanted(
-            cfg.train.cuda_graphs, rt.device, rt.world_size, cfg.train.compile, cfg.sampler.ratio_schedule
+            cfg.train.cuda_graphs,
+            rt.device,
+            rt.world_size,
+            cfg.train.compile,
+            cfg.sampler.ratio_schedule,
+            autocast,
         )
         self.ctx = (GraphedScoringContext if self.graphs else ShardContext)(
             self.model, self.shard, self.comm, self.chunk, cfg.train.seed, cfg.train.steps, self.timer

@@ -54,6 +54,7 @@ def test_graphs_only_where_they_are_exact():
     assert not graphs_wanted("auto", cuda, 2, False, "constant")
     assert not graphs_wanted("auto", cuda, 1, True, "constant")
     assert not graphs_wanted("auto", cuda, 1, False, "linear")
+    assert not graphs_wanted("auto", cuda, 1, False, "constant", autocast=True)
 
 
 def trainer(signal, run_dir, *extra) -> Trainer:

@@ -210,10 +210,10 @@ class TrainConfig:
     tf32: bool = False
     """Let float32 matrix products use TensorFloat-32 on GPUs (faster, 10-bit mantissa), in
     training and scoring alike."""
-    cuda_graphs: str = "auto"
-    """auto: replay the training pass and nint's pool scoring from CUDA graphs where that is
-    exact (one worker on a GPU, constant ratio, no torch.compile; see nint_dist.faststep);
-    off: always run them eagerly."""
+    cuda_graphs: bool = True
+    """Replay the training pass and nint's pool scoring from CUDA graphs where that is exact
+    (one worker on a GPU, constant ratio, no torch.compile or autocast; nint_dist.faststep);
+    false runs them eagerly everywhere."""
 
     def __post_init__(self):
         if self.steps < 1:
@@ -232,8 +232,6 @@ class TrainConfig:
             raise ValueError("train.max_failures must be >= 0")
         if self.micro_batch < 1:
             raise ValueError("train.micro_batch must be at least 1")
-        if self.cuda_graphs not in ("auto", "off"):
-            raise ValueError("train.cuda_graphs must be auto or off")
         if self.checkpoint_every < 0 or self.collective_timeout_s <= 0:
             raise ValueError("train.checkpoint_every must be >= 0 and train.collective_timeout_s > 0")
 

@@ -33,14 +33,19 @@ WARMUP_PASSES = 3
 
 
 def graphs_wanted(
-    setting: str, device: torch.device, world_size: int, compiled: bool, schedule: str, autocast: bool = False
+    enabled: bool,
+    device: torch.device,
+    world_size: int,
+    compiled: bool,
+    schedule: str,
+    autocast: bool = False,
 ) -> bool:
-    """Whether ``train.cuda_graphs`` (auto or off) captures graphs in this run: only on CUDA, for
+    """Whether ``train.cuda_graphs`` captures graphs in this run: only on CUDA, for
     one worker (several exchange data-dependent counts every step), without torch.compile
     (which captures its own), with a constant ratio (a schedule changes the batch size) and
     without autocast in training (its cast cache does not survive a capture)."""
     return (
-        setting == "auto"
+        enabled
         and device.type == "cuda"
         and world_size == 1
         and not compiled

@@ -48,13 +48,13 @@ def replaying_eagerly(params: list[torch.Tensor]):
 
 def test_graphs_only_where_they_are_exact():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert graphs_wanted("auto", cuda, 1, False, "constant")
-    assert not graphs_wanted("off", cuda, 1, False, "constant")
-    assert not graphs_wanted("auto", cpu, 1, False, "constant")
-    assert not graphs_wanted("auto", cuda, 2, False, "constant")
-    assert not graphs_wanted("auto", cuda, 1, True, "constant")
-    assert not graphs_wanted("auto", cuda, 1, False, "linear")
-    assert not graphs_wanted("auto", cuda, 1, False, "constant", autocast=True)
+    assert graphs_wanted(True, cuda, 1, False, "constant")
+    assert not graphs_wanted(False, cuda, 1, False, "constant")
+    assert not graphs_wanted(True, cpu, 1, False, "constant")
+    assert not graphs_wanted(True, cuda, 2, False, "constant")
+    assert not graphs_wanted(True, cuda, 1, True, "constant")
+    assert not graphs_wanted(True, cuda, 1, False, "linear")
+    assert not graphs_wanted(True, cuda, 1, False, "constant", autocast=True)
 
 
 def trainer(signal, run_dir, *extra) -> Trainer:

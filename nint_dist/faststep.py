@@ -18,6 +18,7 @@ captured off the training clock (like compilation: the span is marked ``OFF_CLOC
 alternate two batch sizes and falls back cleanly under ratio schedules.
 """
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -92,16 +93,28 @@ class GraphCache:
         self.compute, self.timer, self.label, self.reset = compute, timer, label, reset
         self.capture = capture
         self.captured: dict[int, Captured] = {}
+        self.refused: set[int] = set()
+        """Sizes whose capture failed (an operation that cannot be captured): run eagerly."""
 
     def run(self, index: torch.Tensor) -> torch.Tensor | None:
         size = index.numel()
         entry = self.captured.get(size)
         if entry is None:
-            if len(self.captured) >= MAX_SIZES or size == 0:
+            if len(self.captured) >= MAX_SIZES or size == 0 or size in self.refused:
                 return None
             self.timer.lap(self.label)
-            entry = self.captured[size] = self.capture(self.compute, index, self.reset)
-            self.timer.lap(OFF_CLOCK)
+            try:
+                entry = self.captured[size] = self.capture(self.compute, index, self.reset)
+            except RuntimeError as e:  # e.g. a host synchronisation inside the pass
+                self.refused.add(size)
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                warnings.warn(
+                    f"{self.label} pass of {size} runs eagerly: it cannot be captured ({e})", stacklevel=2
+                )
+                return None
+            finally:
+                self.timer.lap(OFF_CLOCK)
         return entry.replay(index)
 
 

@@ -3,11 +3,13 @@ gradients kept in place, fallback to the eager pass for other sizes) computes wh
 step computes. The graph itself needs a GPU; here a stand-in replays the pass eagerly into
 the captured output and gradient tensors, as a graph's replay writes them."""
 
+import pytest
 import torch
 
 from nint_dist.config import load_config
-from nint_dist.faststep import MAX_SIZES, GraphedScoringContext, GraphedTraining, graphs_wanted
+from nint_dist.faststep import MAX_SIZES, GraphCache, GraphedScoringContext, GraphedTraining, graphs_wanted
 from nint_dist.samplers import Sampler, Selection
+from nint_dist.steptimer import PhaseTimer
 from nint_dist.worker import Runtime, Trainer
 
 FIT = [
@@ -102,3 +104,13 @@ def test_graphed_pool_scoring_matches_the_eager_pass(tiny_signal, tmp_path):
         rows = torch.randperm(t.shard.size, generator=generator)[:size]
         assert torch.equal(ctx.residual_l1_at(rows), t.ctx.residual_l1_at(rows))
     assert sorted(ctx.pool_graphs["full"].captured) == [50, 70]
+
+
+def test_a_pass_that_cannot_be_captured_runs_eagerly():
+    def refuse(compute, index, reset):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    cache = GraphCache(lambda index: index * 2, PhaseTimer(torch.device("cpu")), "score", capture=refuse)
+    with pytest.warns(UserWarning, match="runs eagerly"):
+        assert cache.run(torch.arange(5)) is None
+    assert cache.run(torch.arange(5)) is None and cache.refused == {5}  # not tried again

@@ -115,3 +115,22 @@ def test_the_final_psnr_is_exact(tiny_signal, tmp_path):
     mse = squared_errors(tiny_signal, model).sum() / (480 * 3)
     assert math.isclose(final["psnr"], 10 * math.log10(1 / mse), rel_tol=1e-5)
     assert final["wall_seconds"] >= final["train_seconds"]
+
+
+def test_log_steps_are_skipped_while_evaluation_exceeds_its_share(tiny_signal, tmp_path):
+    def rows_of(run: Path, share: str) -> list[int]:
+        t = trainer(
+            tiny_signal,
+            run,
+            "sampler.name=uniform",
+            "train.steps=30",
+            "log.every=1",
+            f"log.eval_share={share}",
+        )
+        final = t.fit()
+        assert final["eval_seconds"] > 0
+        return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert rows_of(tmp_path / "all", "0") == list(range(1, 31))  # 0: no limit
+    thinned = rows_of(tmp_path / "thinned", "1e-6")
+    assert thinned[0] == 1 and thinned[-1] == 30 and len(thinned) < 10  # the first and the end stay

@@ -302,15 +302,16 @@ class Trainer:
         refreshes, EVOS's fitness steps) and which kind comes next is decided inside the step;
         the process's first step is left out (its start-up never recurs, see
         ``PhaseTimer.dearest_step``), so a first step longer than the whole budget still runs.
-        The open block's clock is the host's estimate; in the last stretch (two dearest steps
-        and 5% of the budget) the block is closed (``close``, which waits for the device), so
-        the decision uses the device's figure. The slowest worker decides for all. Collective
-        when a budget is set."""
+        The open block's clock is the host's estimate, short of the device's by the steps the
+        host has queued ahead (many with CUDA graphs); in the last stretch (two dearest steps and 5% of
+        the budget, at least a second) the block is closed at every step (``close``, which
+        waits for the device), so the decision uses the device's figure. The slowest worker
+        decides for all. Collective when a budget is set."""
         budget = self.cfg.train.max_seconds
         if budget is None:
             return False
         dearest = self.timer.dearest_step
-        if self.clock() + 2 * dearest >= 0.95 * budget:
+        if self.clock() + 2 * dearest >= budget - max(0.05 * budget, 1.0):
             close()
         return self.comm.all_reduce_max(self.clock() + self.timer.dearest_step) > budget
 

@@ -134,3 +134,13 @@ def test_log_steps_are_skipped_while_evaluation_exceeds_its_share(tiny_signal, t
     assert rows_of(tmp_path / "all", "0") == list(range(1, 31))  # 0: no limit
     thinned = rows_of(tmp_path / "thinned", "1e-6")
     assert thinned[0] == 1 and thinned[-1] == 30 and len(thinned) < 10  # the first and the end stay
+
+
+def test_wall_seconds_carry_across_a_resume(tiny_signal, tmp_path):
+    run = tmp_path / "run"
+    first = trainer(tiny_signal, run, "sampler.name=uniform", "train.steps=5", "log.every=5").fit()
+    saved = checkpoint.load(checkpoint.latest(str(run)))["wall_seconds"]
+    assert first["wall_seconds"] >= saved > first["train_seconds"]
+    resumed = trainer(tiny_signal, run, "sampler.name=uniform", "train.steps=8", "log.every=5")
+    assert resumed.step == 5 and resumed.wall_clock() > saved
+    assert resumed.fit()["wall_seconds"] > saved

@@ -66,6 +66,12 @@ class ModelConfig:
     """Hash grid: grid points per axis at the coarsest level."""
     hash_max_resolution: int = 2048
     """Hash grid: grid points per axis at the finest level (about the signal's largest side)."""
+    hash_backend: str = "torch"
+    """Hash grid encoding: torch (plain PyTorch), triton (fused kernels, CUDA; needs the triton
+    package) or auto (triton for CUDA tensors where it is installed, torch otherwise)."""
+    hash_dtype: str = "float32"
+    """Hash grid: precision table entries are read at; float16 halves the kernels' gather
+    traffic, while the parameter, its gradient and the optimizer state stay float32."""
 
     def __post_init__(self):
         from nint_dist.models import MODELS
@@ -74,6 +80,9 @@ class ModelConfig:
             raise ValueError(f"model.name must be one of {sorted(MODELS)}, not {self.name!r}")
         if self.layers < 2 or self.width < 1:
             raise ValueError("model.layers must be at least 2 and model.width at least 1")
+        from nint_dist.models.hashgrid import check_options
+
+        check_options(self.hash_backend, self.hash_dtype)
 
 
 @dataclass

@@ -87,7 +87,7 @@ def test_hashed_rows_collide_and_accumulate():
     """A 3-D level of 2^6 rows is hashed and many points share rows: the atomic scatter must
     add all their contributions (the table gradient equals the torch grid's index_put sum)."""
     reference, fused = pair(3)
-    x = points(400, 3)
+    x = points(200, 3)
     for model in (reference, fused):
         model.zero_grad()
         model.encode(x).pow(2).sum().backward()
@@ -164,6 +164,20 @@ def test_training_steps_and_checkpoints_are_interchangeable():
             optimizer.step()
     for key, value in reference.state_dict().items():
         close(fused.state_dict()[key], value, torch.float64)
+
+
+def test_compiled_model_traces_the_kernels_in_one_graph():
+    """torch.compile cannot trace a jvp rule: compiled, the grid is one operator with the same
+    forward and backward (fullgraph: a graph break would raise)."""
+    reference, fused = pair(2, torch.float32)
+    compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
+    x = points(40, 2, torch.float32)
+    for model in (reference, compiled):
+        model.zero_grad()
+        out = model(x)
+        out.pow(2).sum().backward()
+    close(out.detach(), reference(x).detach(), torch.float32)
+    close(fused.tables.grad, reference.tables.grad, torch.float32)
 
 
 def test_backend_and_dtype_options_come_from_the_config():

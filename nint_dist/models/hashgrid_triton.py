@@ -5,7 +5,9 @@ multilinear weights, same clamp at the domain's edge), but in one pass per level
 dozen [N, 2^D, ...] intermediate tensors: the forward pass, the backward pass into the tables
 (atomic adds) and into the coordinates, and the forward-mode derivative. ``encode`` wraps them in
 an ``autograd.Function`` with ``backward`` and ``jvp`` rules, so ``loss.backward()``,
-``torch.func.vjp`` and ``torch.func.jvp`` (NINT's J·v) all run through the kernels.
+``torch.func.vjp`` and ``torch.func.jvp`` (NINT's J·v) all run through the kernels; under
+``torch.compile`` (which cannot trace a jvp rule) the encoding is one differentiable operator
+with the same backward.
 
 Triton is optional: ``available()`` says whether it can be imported. On a CPU the kernels run
 only under Triton's interpreter (``TRITON_INTERPRET=1`` set before triton is imported), which is
@@ -270,9 +272,10 @@ def _launch_coords_grad(coords, tables, grad, level_info):
 
 def _define_ops() -> None:
     """The launches as torch operators (``torch.ops.nint_dist.hash_*``): the backward and jvp
-    rules below run on functorch's wrapped tensors, which only operators can unwrap for a
-    kernel; a fake (shape-only) version of each lets ``torch.compile`` trace through them.
-    Defined once per process; their bodies look the launchers up when called."""
+    rules run on functorch's wrapped tensors, which only operators can unwrap for a kernel; a
+    fake (shape-only) version of each lets ``torch.compile`` trace through them. Defined once
+    per process (a reload of this module keeps them); their bodies look the launchers up when
+    called."""
     if hasattr(torch.ops.nint_dist, "hash_encode"):
         return
     Tensor = torch.Tensor
@@ -293,23 +296,55 @@ def _define_ops() -> None:
     def hash_coords_grad(coords: Tensor, tables: Tensor, grad: Tensor, level_info: Tensor) -> Tensor:
         return _launch_coords_grad(coords, tables, grad, level_info)
 
+    @torch.library.custom_op("nint_dist::hash_grid", mutates_args=())
+    def hash_grid(coords: Tensor, tables: Tensor, level_info: Tensor, half_reads: bool) -> Tensor:
+        """The encoding as one differentiable operator, for ``torch.compile`` (which cannot
+        trace an autograd.Function with a jvp rule)."""
+        return _launch_forward(coords, _read_copy(tables, _read_dtype(half_reads)), level_info)
+
     def features_like(coords, tables, *_):
         return coords.new_empty(coords.shape[0], tables.shape[0] * tables.shape[2])
 
+    def setup_context(ctx, inputs, output):
+        coords, tables, level_info, half_reads = inputs
+        ctx.save_for_backward(coords, tables, level_info)
+        ctx.read_dtype = _read_dtype(half_reads)
+
+    def backward(ctx, grad):
+        return (*_backward(ctx, grad), None)
+
+    hash_grid.register_fake(features_like)
+    hash_grid.register_autograd(backward, setup_context=setup_context)
     hash_encode.register_fake(features_like)
     hash_encode_along.register_fake(features_like)
     hash_table_grad.register_fake(lambda coords, grad, level_info, tables: torch.empty_like(tables))
     hash_coords_grad.register_fake(lambda coords, *_: torch.empty_like(coords))
 
 
-if available():
-    _define_ops()
+def _read_dtype(half_reads: bool) -> torch.dtype | None:
+    return torch.float16 if half_reads else None
 
 
 def _read_copy(tables: torch.Tensor, read_dtype: torch.dtype | None) -> torch.Tensor:
     """The tables at the precision they are read at. A fresh copy per call (a pass over the
     table, small beside the gathers): a cached one would go stale inside a captured CUDA graph."""
     return tables if read_dtype is None or read_dtype == tables.dtype else tables.to(read_dtype)
+
+
+def _backward(ctx, grad: torch.Tensor) -> tuple:
+    """Gradients of the coordinates and tables (None where not needed), shared by both paths."""
+    coords, tables, level_info = ctx.saved_tensors
+    grad_coords = grad_tables = None
+    if ctx.needs_input_grad[0]:
+        read = _read_copy(tables, ctx.read_dtype)
+        grad_coords = torch.ops.nint_dist.hash_coords_grad(coords, read, grad, level_info)
+    if ctx.needs_input_grad[1]:
+        grad_tables = torch.ops.nint_dist.hash_table_grad(coords, grad, level_info, tables)
+    return grad_coords, grad_tables, None
+
+
+if available():
+    _define_ops()
 
 
 class _Encode(torch.autograd.Function):
@@ -330,14 +365,7 @@ class _Encode(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        coords, tables, level_info = ctx.saved_tensors
-        grad_coords = grad_tables = None
-        if ctx.needs_input_grad[0]:
-            read = _read_copy(tables, ctx.read_dtype)
-            grad_coords = torch.ops.nint_dist.hash_coords_grad(coords, read, grad, level_info)
-        if ctx.needs_input_grad[1]:
-            grad_tables = torch.ops.nint_dist.hash_table_grad(coords, grad, level_info, tables)
-        return grad_coords, grad_tables, None, None
+        return (*_backward(ctx, grad), None)
 
     @staticmethod
     def jvp(ctx, coords_tangent, tables_tangent, _level_info, _read_dtype):
@@ -369,4 +397,7 @@ def encode(
             "the triton hash-grid backend runs on CUDA tensors (on a CPU only under TRITON_INTERPRET=1); "
             "use model.hash_backend=torch or auto"
         )
-    return _Encode.apply(coords.contiguous(), tables.contiguous(), level_info, read_dtype)
+    coords, tables = coords.contiguous(), tables.contiguous()
+    if torch.compiler.is_compiling():  # no jvp rule then (torch.func.jvp is not compiled anyway)
+        return torch.ops.nint_dist.hash_grid(coords, tables, level_info, read_dtype == torch.float16)
+    return _Encode.apply(coords, tables, level_info, read_dtype)

@@ -11,9 +11,9 @@ import torch
 from nint_dist import scoring
 from nint_dist.config import ModelConfig
 from nint_dist.models import build_model, hashgrid_triton
-from nint_dist.models.hashgrid import HashGrid
+from nint_dist.models.hashgrid import HashGrid, check_options
 
-pytest.importorskip("triton")
+needs_triton = pytest.mark.skipif(not hashgrid_triton.available(), reason="triton is not installed")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,6 +62,7 @@ def close(got: torch.Tensor, expected: torch.Tensor, dtype) -> None:
     assert ((got - expected).abs().max() / scale).item() < tolerance
 
 
+@needs_triton
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("dim", [1, 2, 3])
 def test_forward_and_backward_equal_the_torch_grid(dim, dtype):
@@ -83,6 +84,7 @@ def test_forward_and_backward_equal_the_torch_grid(dim, dtype):
     assert outside.any() and (results[1][3][outside] == 0).all()  # clamped coordinates: no gradient
 
 
+@needs_triton
 def test_hashed_rows_collide_and_accumulate():
     """A 3-D level of 2^6 rows is hashed and many points share rows: the atomic scatter must
     add all their contributions (the table gradient equals the torch grid's index_put sum)."""
@@ -95,6 +97,7 @@ def test_hashed_rows_collide_and_accumulate():
     assert (reference.tables.grad[3].abs().sum(-1) > 0).sum() > 32  # a hashed level, widely hit
 
 
+@needs_triton
 @pytest.mark.parametrize("dim", [2, 3])
 def test_jvp_in_parameters_and_coordinates(dim):
     reference, fused = pair(dim)
@@ -119,6 +122,7 @@ def test_jvp_in_parameters_and_coordinates(dim):
         close(got[1], expected[1], torch.float64)
 
 
+@needs_triton
 def test_ntk_scores_and_residual_vjp_equal_the_torch_grid():
     """scoring.py's own torch.func.vjp and jvp calls, chunked, through both backends."""
     reference, fused = pair(2)
@@ -135,6 +139,7 @@ def test_ntk_scores_and_residual_vjp_equal_the_torch_grid():
     close(got["triton"][2], got["torch"][2], torch.float64)
 
 
+@needs_triton
 def test_half_precision_reads_round_entries_like_the_torch_grid():
     reference, fused = pair(2, torch.float32, table_dtype="float16")
     full, _ = pair(2, torch.float32)
@@ -149,6 +154,7 @@ def test_half_precision_reads_round_entries_like_the_torch_grid():
     assert 0 < rounding < 1e-3  # entries in [-1, 1] rounded to 11 significant bits
 
 
+@needs_triton
 def test_training_steps_and_checkpoints_are_interchangeable():
     """Three Adam steps from the same start end in the same parameters; the state dicts have
     the same keys, so a checkpoint of one backend loads into the other."""
@@ -166,6 +172,7 @@ def test_training_steps_and_checkpoints_are_interchangeable():
         close(fused.state_dict()[key], value, torch.float64)
 
 
+@needs_triton
 def test_compiled_model_traces_the_kernels_in_one_graph():
     """torch.compile cannot trace a jvp rule: compiled, the grid is one operator with the same
     forward and backward (fullgraph: a graph break would raise)."""
@@ -180,6 +187,7 @@ def test_compiled_model_traces_the_kernels_in_one_graph():
     close(fused.tables.grad, reference.tables.grad, torch.float32)
 
 
+@needs_triton
 def test_backend_and_dtype_options_come_from_the_config():
     cfg = ModelConfig(name="hashgrid", layers=2, width=8, hash_levels=2, hash_log2_size=6,
                       hash_backend="triton", hash_dtype="float16")  # fmt: skip
@@ -192,3 +200,11 @@ def test_backend_and_dtype_options_come_from_the_config():
     auto = build_model(2, 1, ModelConfig(name="hashgrid", layers=2, width=8, hash_levels=2,
                                          hash_log2_size=6, hash_backend="auto"))  # fmt: skip
     assert not auto._uses_triton(torch.zeros(1, 2))  # CPU tensors: the torch grid
+
+
+def test_without_triton_the_torch_grid_runs_and_triton_is_refused(monkeypatch):
+    monkeypatch.setattr(hashgrid_triton, "available", lambda: False)
+    with pytest.raises(ValueError, match="needs the triton package"):
+        check_options("triton", "float32")
+    grid = HashGrid(2, 1, layers=2, width=4, levels=2, log2_size=6, backend="auto")
+    assert not grid._uses_triton(torch.zeros(3, 2)) and grid(torch.zeros(3, 2)).shape == (3, 1)

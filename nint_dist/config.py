@@ -3,6 +3,7 @@
 with one line that names the key."""
 
 import datetime
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -280,6 +281,9 @@ class Config:
     def __post_init__(self):
         if self.run.backend == "local" and self.train.workers != 1:
             raise ValueError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
+        hash_triton = self.model.name == "hashgrid" and self.model.hash_backend == "triton"
+        if hash_triton and self.train.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("model.hash_backend=triton needs a GPU; with train.device=cpu use torch or auto")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nint_dist import scoring
-from nint_dist.config import ModelConfig
+from nint_dist.config import Config, ModelConfig, TrainConfig
 from nint_dist.models import build_model, hashgrid_triton
 from nint_dist.models.hashgrid import HashGrid, check_options
 
@@ -188,7 +188,7 @@ def test_compiled_model_traces_the_kernels_in_one_graph():
 
 
 @needs_triton
-def test_backend_and_dtype_options_come_from_the_config():
+def test_backend_and_dtype_options_come_from_the_config(monkeypatch):
     cfg = ModelConfig(name="hashgrid", layers=2, width=8, hash_levels=2, hash_log2_size=6,
                       hash_backend="triton", hash_dtype="float16")  # fmt: skip
     model = build_model(2, 1, cfg)
@@ -200,6 +200,9 @@ def test_backend_and_dtype_options_come_from_the_config():
     auto = build_model(2, 1, ModelConfig(name="hashgrid", layers=2, width=8, hash_levels=2,
                                          hash_log2_size=6, hash_backend="auto"))  # fmt: skip
     assert not auto._uses_triton(torch.zeros(1, 2))  # CPU tensors: the torch grid
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ValueError, match="needs a GPU"):
+        Config(model=cfg, train=TrainConfig(device="cpu"))
 
 
 def test_without_triton_the_torch_grid_runs_and_triton_is_refused(monkeypatch):

@@ -32,15 +32,15 @@ def interpreted_kernels():
     importlib.reload(hashgrid_triton)
 
 
-def pair(dim: int, dtype=torch.float64, seed: int = 0, table_dtype: str = "float32", out_dim: int = 3):
+def pair(dim: int, dtype=torch.float64, seed: int = 0, table_dtype: str = "float32", features: int = 2):
     """A torch-backend grid and a Triton-backend copy of it. Levels 0–1 are dense, the finer ones
     hashed (table of 64 rows); tables spread over [-1, 1] so every entry matters."""
     torch.manual_seed(seed)
-    kwargs = dict(layers=2, width=8, levels=4, log2_size=6, features=2, base_resolution=2,
+    kwargs = dict(layers=2, width=8, levels=4, log2_size=6, features=features, base_resolution=2,
                   max_resolution=21, table_dtype=table_dtype)  # fmt: skip
-    reference = HashGrid(dim, out_dim, **kwargs).to(dtype)
+    reference = HashGrid(dim, 3, **kwargs).to(dtype)
     torch.nn.init.uniform_(reference.tables, -1, 1)
-    fused = HashGrid(dim, out_dim, backend="triton", **kwargs).to(dtype)
+    fused = HashGrid(dim, 3, backend="triton", **kwargs).to(dtype)
     fused.load_state_dict(reference.state_dict())
     dense = reference.level_info[:, 1].tolist()
     assert dense[0] == 1 and (dim == 1 or dense[-1] == 0)  # both ways of indexing are exercised
@@ -63,10 +63,13 @@ def close(got: torch.Tensor, expected: torch.Tensor, dtype) -> None:
 
 
 @needs_triton
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("dim", [1, 2, 3])
-def test_forward_and_backward_equal_the_torch_grid(dim, dtype):
-    reference, fused = pair(dim, dtype)
+@pytest.mark.parametrize(
+    ("dim", "dtype", "features"),
+    [(1, torch.float64, 2), (2, torch.float64, 2), (3, torch.float64, 2), (1, torch.float32, 2),
+     (2, torch.float32, 2), (3, torch.float32, 2), (2, torch.float64, 3), (3, torch.float64, 1)],
+)  # fmt: skip
+def test_forward_and_backward_equal_the_torch_grid(dim, dtype, features):
+    reference, fused = pair(dim, dtype, features=features)
     x = points(61, dim, dtype)
     grad_out = torch.randn(61, 3, dtype=dtype, generator=torch.Generator().manual_seed(2))
     results = []

@@ -130,10 +130,25 @@ if available():
         return b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense
 
     @triton.jit
+    def _add(a, b):
+        # tl.sum would do, but it is a jit function of triton itself: compiled, not interpreted,
+        # when triton was imported before TRITON_INTERPRET was set (tests reload this module)
+        return a + b
+
+    @triton.jit
+    def _features_tile(n, mask, level, F: tl.constexpr, FP: tl.constexpr, L: tl.constexpr):
+        """Offsets of out[n, level·F + f] and the mask of the [BLOCK, FP] tile of features
+        (FP: F rounded up to a power of two)."""
+        f = tl.arange(0, FP)
+        offsets = n[:, None] * (L * F) + level * F + f[None, :]
+        return f, offsets, mask[:, None] & (f[None, :] < F)
+
+    @triton.jit
     def _forward_kernel(
         coords_ptr, tables_ptr, level_ptr, out_ptr, tangent_ptr, out_tangent_ptr,
         N, size_mask, table_rows,
-        D: tl.constexpr, F: tl.constexpr, L: tl.constexpr, HAS_TANGENT: tl.constexpr, BLOCK: tl.constexpr,
+        D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, L: tl.constexpr, HAS_TANGENT: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):  # fmt: skip
         """out[n, level·F + f] = Σ_c w_c · table[level, row_c, f]; with HAS_TANGENT also the
         derivative of that along the coordinate tangent (dx[n, D])."""
@@ -141,6 +156,7 @@ if available():
         level = tl.program_id(1)
         mask = n < N
         b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense = _cell(coords_ptr, level_ptr, n, mask, level, D)
+        f, out_offsets, tile_mask = _features_tile(n, mask, level, F, FP, L)
         if HAS_TANGENT:
             t0 = tl.load(tangent_ptr + n * D, mask=mask, other=0.0) * s0
             t1 = t0
@@ -150,66 +166,67 @@ if available():
             if D > 2:
                 t2 = tl.load(tangent_ptr + n * D + 2, mask=mask, other=0.0) * s2
         base = level.to(tl.int64) * table_rows
-        for f in tl.static_range(F):
-            acc = tl.full([BLOCK], 0, f0.dtype)
-            acc_tangent = tl.full([BLOCK], 0, f0.dtype)
-            for c in tl.static_range(1 << D):
-                row = _row(c, b0, b1, b2, D, side, dense, size_mask)
-                value = tl.load(tables_ptr + (base + row) * F + f, mask=mask, other=0.0).to(f0.dtype)
-                acc += _weight(c, f0, f1, f2, D) * value
-                if HAS_TANGENT:
-                    g0, g1, g2 = _weight_slopes(c, f0, f1, f2, D)
-                    dw = g0 * t0
-                    if D > 1:
-                        dw += g1 * t1
-                    if D > 2:
-                        dw += g2 * t2
-                    acc_tangent += dw * value
-            tl.store(out_ptr + n * (L * F) + level * F + f, acc, mask=mask)
+        acc = tl.full([BLOCK, FP], 0, f0.dtype)
+        acc_tangent = tl.full([BLOCK, FP], 0, f0.dtype)
+        for c in tl.static_range(1 << D):
+            row = _row(c, b0, b1, b2, D, side, dense, size_mask)
+            entries = tables_ptr + ((base + row) * F)[:, None] + f[None, :]
+            value = tl.load(entries, mask=tile_mask, other=0.0).to(f0.dtype)
+            acc += _weight(c, f0, f1, f2, D)[:, None] * value
             if HAS_TANGENT:
-                tl.store(out_tangent_ptr + n * (L * F) + level * F + f, acc_tangent, mask=mask)
+                g0, g1, g2 = _weight_slopes(c, f0, f1, f2, D)
+                dw = g0 * t0
+                if D > 1:
+                    dw += g1 * t1
+                if D > 2:
+                    dw += g2 * t2
+                acc_tangent += dw[:, None] * value
+        tl.store(out_ptr + out_offsets, acc, mask=tile_mask)
+        if HAS_TANGENT:
+            tl.store(out_tangent_ptr + out_offsets, acc_tangent, mask=tile_mask)
 
     @triton.jit
     def _table_grad_kernel(
         coords_ptr, grad_ptr, level_ptr, grad_tables_ptr,
         N, size_mask, table_rows,
-        D: tl.constexpr, F: tl.constexpr, L: tl.constexpr, BLOCK: tl.constexpr,
+        D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, L: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """grad_table[level, row_c, f] += w_c · grad_out[n, level·F + f] (atomic scatter)."""
         n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         level = tl.program_id(1)
         mask = n < N
         b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense = _cell(coords_ptr, level_ptr, n, mask, level, D)
+        f, out_offsets, tile_mask = _features_tile(n, mask, level, F, FP, L)
+        g = tl.load(grad_ptr + out_offsets, mask=tile_mask, other=0.0).to(f0.dtype)
         base = level.to(tl.int64) * table_rows
-        for f in tl.static_range(F):
-            g = tl.load(grad_ptr + n * (L * F) + level * F + f, mask=mask, other=0.0).to(f0.dtype)
-            for c in tl.static_range(1 << D):
-                row = _row(c, b0, b1, b2, D, side, dense, size_mask)
-                contribution = (_weight(c, f0, f1, f2, D) * g).to(grad_tables_ptr.dtype.element_ty)
-                tl.atomic_add(grad_tables_ptr + (base + row) * F + f, contribution, mask=mask)
+        for c in tl.static_range(1 << D):
+            row = _row(c, b0, b1, b2, D, side, dense, size_mask)
+            contribution = (_weight(c, f0, f1, f2, D)[:, None] * g).to(grad_tables_ptr.dtype.element_ty)
+            entries = grad_tables_ptr + ((base + row) * F)[:, None] + f[None, :]
+            tl.atomic_add(entries, contribution, mask=tile_mask)
 
     @triton.jit
     def _coords_grad_kernel(
         coords_ptr, tables_ptr, grad_ptr, level_ptr, grad_coords_ptr,
         N, size_mask, table_rows,
-        D: tl.constexpr, F: tl.constexpr, L: tl.constexpr, BLOCK: tl.constexpr,
+        D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, L: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """Per-level share of d(Σ grad_out · out)/d(coordinates): [L, N, D], summed by the caller."""
         n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         level = tl.program_id(1)
         mask = n < N
         b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense = _cell(coords_ptr, level_ptr, n, mask, level, D)
+        f, out_offsets, tile_mask = _features_tile(n, mask, level, F, FP, L)
+        g = tl.load(grad_ptr + out_offsets, mask=tile_mask, other=0.0).to(f0.dtype)
         base = level.to(tl.int64) * table_rows
         a0 = tl.full([BLOCK], 0, f0.dtype)
         a1 = tl.full([BLOCK], 0, f0.dtype)
         a2 = tl.full([BLOCK], 0, f0.dtype)
         for c in tl.static_range(1 << D):
             row = _row(c, b0, b1, b2, D, side, dense, size_mask)
-            gv = tl.full([BLOCK], 0, f0.dtype)  # Σ_f grad_out · value at this corner
-            for f in tl.static_range(F):
-                g = tl.load(grad_ptr + n * (L * F) + level * F + f, mask=mask, other=0.0).to(f0.dtype)
-                value = tl.load(tables_ptr + (base + row) * F + f, mask=mask, other=0.0).to(f0.dtype)
-                gv += g * value
+            entries = tables_ptr + ((base + row) * F)[:, None] + f[None, :]
+            value = tl.load(entries, mask=tile_mask, other=0.0).to(f0.dtype)
+            gv = tl.reduce(g * value, 1, _add)  # Σ_f grad_out · value at this corner
             g0, g1, g2 = _weight_slopes(c, f0, f1, f2, D)
             a0 += g0 * gv
             a1 += g1 * gv
@@ -225,47 +242,48 @@ if available():
 def _launch_args(coords: torch.Tensor, tables: torch.Tensor) -> tuple:
     n, d = coords.shape
     levels, rows, features = tables.shape
-    return (triton.cdiv(n, BLOCK), levels), n, rows - 1, rows, d, features, levels
+    padded = triton.next_power_of_2(features)
+    return (triton.cdiv(n, BLOCK), levels), n, rows - 1, rows, d, features, padded, levels
 
 
 def _launch_forward(coords, tables, level_info, coord_tangent=None):
     """Encoded features [N, L·F] in the coordinates' dtype or, given ``coord_tangent``, their
     derivative along it."""
     coords, tables = coords.contiguous(), tables.contiguous()
-    grid, n, size_mask, rows, d, features, levels = _launch_args(coords, tables)
+    grid, n, size_mask, rows, d, features, padded, levels = _launch_args(coords, tables)
     out = torch.empty(n, levels * features, dtype=coords.dtype, device=coords.device)
     along = coord_tangent is not None
     tangent = coord_tangent.to(coords.dtype).contiguous() if along else coords
     if n:
         _forward_kernel[grid](
             coords, tables, level_info, torch.empty_like(out) if along else out, tangent, out,
-            n, size_mask, rows, D=d, F=features, L=levels, HAS_TANGENT=along, BLOCK=BLOCK,
+            n, size_mask, rows, D=d, F=features, FP=padded, L=levels, HAS_TANGENT=along, BLOCK=BLOCK,
         )  # fmt: skip
     return out
 
 
 def _launch_table_grad(coords, grad, level_info, tables):
     coords = coords.contiguous()
-    grid, n, size_mask, rows, d, features, levels = _launch_args(coords, tables)
+    grid, n, size_mask, rows, d, features, padded, levels = _launch_args(coords, tables)
     # Atomic adds in half precision lose small contributions: accumulate in float32 at least.
     accumulate = torch.promote_types(tables.dtype, torch.float32)
     out = torch.zeros(tables.shape, dtype=accumulate, device=tables.device)
     if n:
         _table_grad_kernel[grid](
             coords, grad.contiguous(), level_info, out, n, size_mask, rows,
-            D=d, F=features, L=levels, BLOCK=BLOCK,
+            D=d, F=features, FP=padded, L=levels, BLOCK=BLOCK,
         )  # fmt: skip
     return out.to(tables.dtype)
 
 
 def _launch_coords_grad(coords, tables, grad, level_info):
     coords, tables = coords.contiguous(), tables.contiguous()
-    grid, n, size_mask, rows, d, features, levels = _launch_args(coords, tables)
+    grid, n, size_mask, rows, d, features, padded, levels = _launch_args(coords, tables)
     per_level = torch.empty(levels, n, d, dtype=coords.dtype, device=coords.device)
     if n:
         _coords_grad_kernel[grid](
             coords, tables, grad.contiguous(), level_info, per_level, n, size_mask, rows,
-            D=d, F=features, L=levels, BLOCK=BLOCK,
+            D=d, F=features, FP=padded, L=levels, BLOCK=BLOCK,
         )  # fmt: skip
     return per_level.sum(0)
 

@@ -1,9 +1,9 @@
 """The Triton hash-grid kernels against the PyTorch grid on one device: agreement of the compiled
 kernels (forward, table and coordinate gradients, J·v) and milliseconds per phase.
 
-Made for a GPU machine (about 20 s on one card); on a CPU it runs the kernels under Triton's
-interpreter (set ``TRITON_INTERPRET=1``) with a few points, as a smoke test only — interpreter
-times mean nothing.
+Made for a GPU machine (expected under a minute on one card, kernel compilation included); on a
+CPU it runs the kernels under Triton's interpreter (set ``TRITON_INTERPRET=1``) with a few
+points, as a smoke test only — interpreter times mean nothing.
 
     python benchmarks/hash_kernel.py --out hash_kernel.json            # GPU: 2^18 points, 2^20 table
     TRITON_INTERPRET=1 python benchmarks/hash_kernel.py --points 512 --log2-size 12 --out smoke.json

@@ -3,6 +3,7 @@
 with one line that names the key."""
 
 import datetime
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,12 @@ class ModelConfig:
     """Hash grid: grid points per axis at the coarsest level."""
     hash_max_resolution: int = 2048
     """Hash grid: grid points per axis at the finest level (about the signal's largest side)."""
+    hash_backend: str = "torch"
+    """Hash grid encoding: torch (plain PyTorch), triton (fused kernels, CUDA; needs the triton
+    package) or auto (triton for CUDA tensors where it is installed, torch otherwise)."""
+    hash_dtype: str = "float32"
+    """Hash grid: precision table entries are read at; float16 halves the kernels' gather
+    traffic, while the parameter, its gradient and the optimizer state stay float32."""
 
     def __post_init__(self):
         from nint_dist.models import MODELS
@@ -74,6 +81,9 @@ class ModelConfig:
             raise ValueError(f"model.name must be one of {sorted(MODELS)}, not {self.name!r}")
         if self.layers < 2 or self.width < 1:
             raise ValueError("model.layers must be at least 2 and model.width at least 1")
+        from nint_dist.models.hashgrid import check_options
+
+        check_options(self.hash_backend, self.hash_dtype)
 
 
 @dataclass
@@ -296,6 +306,9 @@ class Config:
     def __post_init__(self):
         if self.run.backend == "local" and self.train.workers != 1:
             raise ValueError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
+        hash_triton = self.model.name == "hashgrid" and self.model.hash_backend == "triton"
+        if hash_triton and self.train.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("model.hash_backend=triton needs a GPU; with train.device=cpu use torch or auto")
 
     def to_dict(self) -> dict:
         return asdict(self)

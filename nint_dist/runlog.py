@@ -15,10 +15,10 @@ end the run at the next step they look (every step with one worker, the next log
 several). Removed by the driver when the run ends or is launched again."""
 
 TAG_GROUPS = (
-    ("eval/", ("psnr", "mse", "ssim", "si_snr")),
+    ("eval/", ("psnr", "psnr_points", "mse", "ssim", "si_snr")),
     ("train/", ("loss", "lr")),
     ("sampler/", ("ratio", "num_selected", "share_")),
-    ("time/", ("time_", "train_seconds", "samples_per_s")),
+    ("time/", ("time_", "train_seconds", "wall_seconds", "samples_per_s")),
 )
 """TensorBoard sections by metric name (prefix match); everything else — memory, load balance,
 traffic — goes under system/."""

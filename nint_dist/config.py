@@ -12,6 +12,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from nint_dist.schedules import INTERVALS, RATIO_SCHEDULES
 
+NTK_SCORES = ("paper", "reference-code")
+
 
 class ConfigError(ValueError):
     """A user mistake in the configuration or the command line (one line, exit status 2)."""
@@ -101,6 +103,10 @@ class SamplerConfig:
     """nint-paper: NTK scoring stops for good once the share falls below this."""
     ntk_share_rule: str = "code"
     """nint-paper: 'code' (the reference code's floor-division precedence) or 'paper'."""
+    ntk_score: str = "paper"
+    """nint-paper, nint: what the NTK share ranks. 'paper': ‖(J Jᵀ r)_i‖², the paper's rule;
+    'reference-code': ‖f(x_i)‖², what the authors' code computes (it keeps the primal output of
+    its JVP) and what produced the paper's tables."""
     pool_factor: float = 3.0
     """nint: residuals are ranked over a fresh uniform pool of about pool_factor·k coordinates per
     re-selection (k = the batch size); 0 ranks all N, as nint-paper does."""
@@ -158,6 +164,8 @@ class SamplerConfig:
             raise ValueError("sampler.random_share and sampler.ntk_share must be in [0, 1]")
         if self.ntk_share_rule not in ("code", "paper"):
             raise ValueError("sampler.ntk_share_rule must be 'code' or 'paper'")
+        if self.ntk_score not in NTK_SCORES:
+            raise ValueError(f"sampler.ntk_score must be one of {NTK_SCORES}, not {self.ntk_score!r}")
         if self.pool_factor < 0 or self.score_precision not in ("full", "tf32", "half"):
             raise ValueError(
                 "sampler.pool_factor must be >= 0 and sampler.score_precision full, tf32 or half"

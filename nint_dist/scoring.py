@@ -135,6 +135,13 @@ def ntk_scores(model: nn.Module, v: Params, coords_of: RangeFn, n: int, chunk: i
     return _per_chunk(n, chunk, compute)
 
 
+@torch.no_grad()
+def output_sq_norm(model: nn.Module, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+    """Σ_c f(x_i)² for the block, [n]: what the reference code ranks as its NTK score (it keeps
+    the primal output of ``torch.func.jvp``, f(x), where the paper's rule uses the tangent J v)."""
+    return _per_chunk(n, chunk, lambda lo, hi: model(coords_of(lo, hi)).pow(2).sum(dim=-1))
+
+
 def point_stats(model: nn.Module, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-point error statistics and the gradient of the squared error with respect to the
     input coordinate (soft mining's Langevin drift). Parameters are not touched.

@@ -169,6 +169,14 @@ class ShardContext:
         coords_of, targets_of = self._rows_fns(rows)
         return self._timed("ntk_pool", lambda: self._ntk(coords_of, targets_of, rows.numel()))
 
+    def output_sq_norms(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_c f(x)² over this worker's shard, or some rows of it (no communication)."""
+        if rows is None:
+            coords_of, n = self.shard.coords, self.shard.size
+        else:
+            coords_of, n = self._rows_fns(rows)[0], rows.numel()
+        return self._timed("ntk", lambda: scoring.output_sq_norm(self.model, coords_of, n, self.chunk))
+
     def _ntk(self, coords_of, targets_of, n: int) -> torch.Tensor:
         v = scoring.residual_vjp(self.model, coords_of, targets_of, n, self.chunk)
         self.comm.all_reduce_sum_(list(v.values()))

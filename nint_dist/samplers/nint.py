@@ -49,7 +49,7 @@ class Nint(NintPaper):
         def top(scores: torch.Tensor, num: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
             return ctx.global_topk(scores, num, exclude, indices=candidates, num_candidates=pool_size)
 
-        ntk = self.ntk_part(count, lambda num: top(ctx.ntk_scores_at(rows), num))
+        ntk = self.ntk_part(count, lambda num: top(self.ntk_ranking(ctx, rows), num))
         residuals = ctx.residual_l1_at(rows, self.cfg.score_precision)
         residual = top(residuals, self.num_residual(count, ntk), ntk)
         num_random = count - ntk.numel() - residual.numel()

@@ -1,20 +1,27 @@
-"""Per-step quality of nint-paper against uniform sampling on small photographs.
+"""Per-step quality of sampler variants on small photographs.
 
 Each image is downscaled to 128 pixels on its long side (coordinates in [-1, 1], values in
 [0, 1]) and fitted with SIREN 4x64, Adam 1e-3, ratio 0.2, 300 steps, through the project's
-own training code (one worker in this process; the distributed run makes the same selections).
+own training code (one worker in this process, one torch thread; the distributed run makes the
+same selections). A variant is ``STRATEGY[:KEY=VALUE,...]``; a variant that fails on an image
+is recorded with its error, not dropped.
 
-    python benchmarks/quality_bar.py ../shared/data/images/kodak/*.png --out quality_bar.json
+    python benchmarks/quality_bar.py DATA/images/kodak/*.png DATA/images/div2k/*.png \\
+        --variants nint-paper nint-paper:sampler.ntk_score=reference-code \\
+        nint-paper:sampler.ntk_share=0 uniform --out quality_bar.json
 """
 
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
+import torch
 from PIL import Image
 
+from nint_dist.bench import machine, parse_variant
 from nint_dist.config import load_config
 from nint_dist.ingest import image_signal, write_signal
 from nint_dist.worker import Runtime, run
@@ -26,6 +33,7 @@ SETTINGS = [
     "sampler.ratio=0.2",
     "train.steps=300",
     "log.tensorboard=false",
+    "log.progress=false",
     "log.every=300",
     "run.backend=local",
     "train.device=cpu",
@@ -39,49 +47,72 @@ def downscale(src: Path, dst: Path, long_side: int = 128) -> None:
         img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS).save(dst)
 
 
-def fit(image: Path, sampler: str, seed: int, workdir: Path) -> float:
-    run_dir = workdir / f"{image.stem}-{sampler}-{seed}"
-    run_dir.mkdir()
+def fit(image: Path, variant: str, seed: int, workdir: Path) -> float:
+    strategy, overrides = parse_variant(variant)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{image.stem}-{strategy}-{seed}-", dir=workdir))
     array, spec = image_signal(image)
-    write_signal(array, spec, run_dir / "signal.zarr")
+    write_signal(array, spec, run_dir / "signal.zarr", progress=False)
     cfg = load_config(
         None,
         [
             f"data.path={run_dir / 'signal.zarr'}",
             f"run.dir={run_dir}",
-            f"sampler.name={sampler}",
+            f"sampler.name={strategy}",
             f"train.seed={seed}",
             *SETTINGS,
+            *overrides,
         ],
     )
-    return run(cfg, Runtime(0, 1, __import__("torch").device("cpu")))["psnr"]
+    return run(cfg, Runtime(0, 1, torch.device("cpu")))["psnr"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path)
-    parser.add_argument("--samplers", nargs="+", default=["nint-paper", "uniform"])
+    parser.add_argument("--variants", nargs="+", default=["nint-paper", "uniform"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    rows = []
+    torch.set_num_threads(1)
+    rows, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for image in args.images:
             small = tmp / f"{image.stem}.png"
             downscale(image, small)
-            row = {"image": image.name}
-            for sampler in args.samplers:
-                row[sampler] = statistics.mean(fit(small, sampler, s, tmp) for s in args.seeds)
+            row: dict = {"image": image.name}
+            for variant in args.variants:
+                try:
+                    row[variant] = statistics.mean(fit(small, variant, s, tmp) for s in args.seeds)
+                except Exception as e:  # recorded, not dropped: a variant that fails is a result
+                    row[variant] = None
+                    failed.append(
+                        {"image": image.name, "variant": variant, "error": f"{type(e).__name__}: {e}"}
+                    )
             rows.append(row)
             print(
                 " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                 flush=True,
             )
-    means = {s: statistics.mean(r[s] for r in rows) for s in args.samplers}
-    print("mean " + " ".join(f"{s}={v:.2f}" for s, v in means.items()))
+    means = {
+        v: statistics.mean(r[v] for r in rows if r[v] is not None)
+        for v in args.variants
+        if any(r[v] is not None for r in rows)
+    }
+    print("mean " + " ".join(f"{v}={m:.2f}" for v, m in means.items()))
     if args.out:
-        args.out.write_text(json.dumps({"rows": rows, "mean": means}, indent=2))
+        result = {
+            "machine": machine(),
+            "command": "python benchmarks/quality_bar.py IMAGES "
+            + " ".join(a for a in sys.argv[1:] if Path(a) not in args.images),
+            "images": [f"{p.parent.name}/{p.name}" for p in args.images],
+            "settings": SETTINGS,
+            "seeds": args.seeds,
+            "rows": rows,
+            "mean": means,
+            "failed": failed,
+        }
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ training clock paused during evaluation.
 Writes into ``--out``: ``results.json`` and ``curves.csv`` (PSNR and SSIM against steps and
 against training seconds), ``<signal>.png`` (one figure per signal, one line per strategy, the
 seed spread shaded) and ``tables.md`` (time to 25/30/35 dB, PSNR at fixed steps and at fixed
-training seconds). A run whose ``final.json`` exists is reused, so an interrupted bench resumes.
+training seconds). A finished run is reused (an interrupted bench resumes) only when its configuration, the
+package version and the package's code are those of the new run (``run_key.json``); a run that
+fails is recorded with its error in ``results.json`` and ``tables.md``, not dropped.
 """
 
 import argparse
@@ -260,6 +262,30 @@ def bench_trainer_class():
     return BenchTrainer
 
 
+RUN_KEY = "run_key.json"
+
+
+def code_digest() -> str:
+    """SHA-256 over the package's Python sources: a finished run made by other code is not reused."""
+    import hashlib
+
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_key(cfg) -> dict:
+    """What a finished run must match to be reused: its whole configuration (the run directory
+    aside), the package version and the code."""
+    from nint_dist import __version__
+
+    config = cfg.to_dict()
+    config["run"] = {k: v for k, v in config["run"].items() if k != "dir"}
+    return {"version": __version__, "code": code_digest(), "config": config}
+
+
 def run_one(
     store: Path,
     run_dir: Path,
@@ -269,31 +295,38 @@ def run_one(
     device: str,
     clock: str = "wall",
 ) -> dict:
-    """One fit through the Trainer; returns its curve from metrics.jsonl and its final.json."""
+    """One fit through the Trainer; returns its curve from metrics.jsonl and its final.json. A
+    finished run in ``run_dir`` is reused when its ``run_key.json`` matches this one's."""
     import torch
 
     from nint_dist.config import load_config
     from nint_dist.worker import Runtime
 
-    if not (run_dir / "final.json").exists():
+    cfg = load_config(
+        None,
+        [
+            f"data.path={store}",
+            f"run.dir={run_dir}",
+            f"sampler.name={strategy}",
+            f"train.seed={seed}",
+            "run.backend=local",
+            "log.tensorboard=false",
+            "log.progress=false",
+            *overrides,
+        ],
+    )
+    key = json.loads(json.dumps(run_key(cfg)))  # as it reads back from the file
+    try:
+        reusable = (run_dir / "final.json").exists() and json.loads((run_dir / RUN_KEY).read_text()) == key
+    except (OSError, ValueError):
+        reusable = False
+    if not reusable:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        cfg = load_config(
-            None,
-            [
-                f"data.path={store}",
-                f"run.dir={run_dir}",
-                f"sampler.name={strategy}",
-                f"train.seed={seed}",
-                "run.backend=local",
-                "log.tensorboard=false",
-                "log.progress=false",
-                *overrides,
-            ],
-        )
         use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
         bench_trainer_class()(cfg, Runtime(0, 1, torch.device("cuda" if use_cuda else "cpu"))).fit()
+        (run_dir / RUN_KEY).write_text(json.dumps(key, indent=1) + "\n")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     final = json.loads((run_dir / "final.json").read_text())
     curve = {
@@ -303,6 +336,12 @@ def run_one(
     curve["seconds"] = curve["cpu_seconds" if clock == "cpu" else "train_seconds"]
     ms_per_step = 1000.0 * curve["seconds"][-1] / max(curve["step"][-1], 1)
     return {"ms_per_step": ms_per_step, "final": final, "curve": curve}
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``STRATEGY[:KEY=VALUE,KEY=VALUE...]`` → (strategy, overrides)."""
+    strategy, _, settings = text.partition(":")
+    return strategy, [s for s in settings.split(",") if s]
 
 
 def write_csv(runs: list[dict], path: Path) -> None:
@@ -355,6 +394,11 @@ def plot(runs: list[dict], folder: Path, clock: str = "wall") -> list[Path]:
     return paths
 
 
+def one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
 def bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -403,19 +447,23 @@ def bench(args: argparse.Namespace) -> int:
             args.device,
         )
         shutil.rmtree(warmup)
-    runs = []
+    runs, failed = [], []
     with tqdm(jobs, unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         for label, strategy, seed in bar:
             bar.set_postfix_str(f"{label} {strategy} seed {seed}")
-            result = run_one(
-                stores[label],
-                out / "runs" / f"{label}-{strategy}-{seed}",
-                strategy,
-                seed,
-                overrides,
-                args.device,
-                preset.clock,
-            )
+            try:
+                result = run_one(
+                    stores[label],
+                    out / "runs" / f"{label}-{strategy}-{seed}",
+                    strategy,
+                    seed,
+                    overrides,
+                    args.device,
+                    preset.clock,
+                )
+            except Exception as e:  # a failed run is a result: recorded, and the bench goes on
+                failed.append({"signal": label, "strategy": strategy, "seed": seed, "error": one_line(e)})
+                continue
             runs.append({"signal": label, "strategy": strategy, "seed": seed, **result})
 
     table = summarise(runs, preset)
@@ -429,7 +477,8 @@ def bench(args: argparse.Namespace) -> int:
         "clock": preset.clock,
         "threads": threads,
     }
-    (out / "results.json").write_text(json.dumps({**meta, "summary": table, "runs": runs}, indent=1) + "\n")
+    results = {**meta, "summary": table, "runs": runs, "failed": failed}
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_csv(runs, out / "curves.csv")
     figures = plot(runs, out, preset.clock)
     header = (
@@ -438,7 +487,12 @@ def bench(args: argparse.Namespace) -> int:
         f"Settings: {' '.join(overrides)}. Time axis: {CLOCKS[preset.clock]}"
         f"{f'; torch threads: {threads}' if threads else ''}.\n\n"
     )
-    (out / "tables.md").write_text(header + markdown_tables(table, preset))
+    failures = "".join(
+        f"\nFailed: {f['signal']} {f['strategy']} seed {f['seed']}: {f['error']}" for f in failed
+    )
+    (out / "tables.md").write_text(
+        header + markdown_tables(table, preset) + failures + ("\n" if failed else "")
+    )
     print(f"tables:  {out / 'tables.md'}\ncurves:  {out / 'curves.csv'}, {out / 'results.json'}")
     print("figures: " + ", ".join(str(p) for p in figures))
     return 0

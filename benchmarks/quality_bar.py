@@ -2,9 +2,10 @@
 
 Each image is downscaled to 128 pixels on its long side (coordinates in [-1, 1], values in
 [0, 1]) and fitted with SIREN 4x64, Adam 1e-3, ratio 0.2, 300 steps, through the project's
-own training code (one worker in this process, one torch thread; the distributed run makes the
-same selections). A variant is ``STRATEGY[:KEY=VALUE,...]``; a variant that fails on an image
-is recorded with its error, not dropped.
+own training code (one worker per process, one torch thread; the distributed run makes the
+same selections); ``--jobs`` fits several images at once. A variant is
+``STRATEGY[:KEY=VALUE,...]``; a variant that fails on an image is recorded with its error, not
+dropped.
 
     python benchmarks/quality_bar.py DATA/images/kodak/*.png DATA/images/div2k/*.png \\
         --variants nint-paper nint-paper:sampler.ntk_score=reference-code \\
@@ -13,6 +14,7 @@ is recorded with its error, not dropped.
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -66,30 +68,39 @@ def fit(image: Path, variant: str, seed: int, workdir: Path) -> float:
     return run(cfg, Runtime(0, 1, torch.device("cpu")))["psnr"]
 
 
+def fit_image(job: tuple[Path, list[str], list[int]]) -> tuple[dict, list[dict]]:
+    """Every variant on one image (one torch thread): its row and the variants that failed."""
+    image, variants, seeds = job
+    torch.set_num_threads(1)
+    row: dict = {"image": image.name}
+    failed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        small = tmp / f"{image.stem}.png"
+        downscale(image, small)
+        for variant in variants:
+            try:
+                row[variant] = statistics.mean(fit(small, variant, s, tmp) for s in seeds)
+            except Exception as e:  # recorded, not dropped: a variant that fails is a result
+                row[variant] = None
+                failed.append({"image": image.name, "variant": variant, "error": f"{type(e).__name__}: {e}"})
+    return row, failed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("--variants", nargs="+", default=["nint-paper", "uniform"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--jobs", type=int, default=1, help="images fitted at once, one process each")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    jobs = [(image, args.variants, args.seeds) for image in args.images]
     rows, failed = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for image in args.images:
-            small = tmp / f"{image.stem}.png"
-            downscale(image, small)
-            row: dict = {"image": image.name}
-            for variant in args.variants:
-                try:
-                    row[variant] = statistics.mean(fit(small, variant, s, tmp) for s in args.seeds)
-                except Exception as e:  # recorded, not dropped: a variant that fails is a result
-                    row[variant] = None
-                    failed.append(
-                        {"image": image.name, "variant": variant, "error": f"{type(e).__name__}: {e}"}
-                    )
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        for row, errors in pool.imap(fit_image, jobs):  # rows in the order of the images
             rows.append(row)
+            failed.extend(errors)
             print(
                 " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                 flush=True,

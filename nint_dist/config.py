@@ -10,12 +10,13 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from nint_dist.errors import UserError
 from nint_dist.schedules import INTERVALS, RATIO_SCHEDULES
 
 NTK_SCORES = ("paper", "reference-code")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A user mistake in the configuration or the command line (one line, exit status 2)."""
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nint_dist.checkpoint import FOLDER as CHECKPOINT_FOLDER
 from nint_dist.config import Config, load_config, to_yaml
-from nint_dist.errors import UserError, run_cli
+from nint_dist.errors import RunFailed, UserError, run_cli
 from nint_dist.ingest import load_source, write_signal
 from nint_dist.signal import open_signal, shard_rows
 
@@ -232,8 +232,10 @@ def run_on_ray(cfg: Config, use_gpu: bool) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from nint_dist.worker import train_worker
+    from nint_dist.worker import FAILURE, train_worker
 
+    failure = Path(cfg.run.dir) / FAILURE
+    failure.unlink(missing_ok=True)  # a resumed run's previous failure is not this one's
     workers = cfg.train.workers
     trainer = TorchTrainer(
         train_worker,
@@ -253,7 +255,9 @@ def run_on_ray(cfg: Config, use_gpu: bool) -> None:
     try:
         trainer.fit()
     except Exception as e:  # Ray wraps the worker's exception; show the root cause in one line
-        raise RuntimeError(f"training failed: {_root_cause(e)}") from e
+        raise RunFailed(f"training failed: {_root_cause(e)}") from e
+    if failure.exists():  # the workers stopped on purpose; retrying would fail the same way
+        raise RunFailed(json.loads(failure.read_text())["error"])
 
 
 def _root_cause(e: BaseException) -> str:
@@ -336,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=500")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
     args = parser.parse_args(argv)
-    return run_cli(lambda: launch(args.config, args.overrides, args.verbose))
+    return run_cli(lambda: launch(args.config, args.overrides, args.verbose), args.verbose)
 
 
 if __name__ == "__main__":

@@ -111,12 +111,15 @@ class ShardContext:
         """Scoring passes are marked "score"; the rest of a sampler's time is "select"."""
         self.last_scores: dict[str, torch.Tensor] = {}
         """The latest local scores of each kind, for TensorBoard histograms."""
+        self.nonfinite_scores = torch.zeros((), dtype=torch.bool, device=shard.device)
+        """Set (on the device, no host read) when a scoring pass returns NaN or inf."""
 
     def _timed(self, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         self.timer.lap("select")
         scores = compute()
         self.timer.lap("score")
         self.last_scores[name] = scores
+        self.nonfinite_scores |= ~torch.isfinite(scores).all()
         return scores
 
     def residual_l1(self, precision: str = "full") -> torch.Tensor:
@@ -209,7 +212,9 @@ class ShardContext:
         scores, indices = selection.topk_set(scores, indices, k)
         if self.comm.distributed:
             all_scores = self.comm.all_gather_padded(scores, k, float("-inf")).view(-1)
-            all_indices = self.comm.all_gather_padded(indices, k, -1).view(-1)
+            # padding sorts after every real index, so a tie at −inf (NaN scores of a diverged
+            # model, excluded entries) goes to a real coordinate, as it does on one worker
+            all_indices = self.comm.all_gather_padded(indices, k, self.num_points).view(-1)
             by_index = torch.argsort(all_indices)  # rows are ascending and disjoint, but padded
             scores, indices = selection.topk_set(all_scores[by_index], all_indices[by_index], k)
         if num_candidates is None or num_candidates - num_excluded < k:

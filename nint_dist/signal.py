@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nint_dist.errors import UserError
+
 ATTRS_KEY = "nint_dist"
 STANDARD_ATTRS = ("kind", "grid", "channels", "value_range", "domain")
 
@@ -84,7 +86,7 @@ def shard_rows(spec: SignalSpec, world_size: int, rank: int) -> tuple[int, int]:
     rows = spec.grid[0]
     num_chunks = -(-rows // spec.chunk_rows)
     if num_chunks < world_size:
-        raise ValueError(
+        raise UserError(
             f"the signal has {num_chunks} chunk rows ({rows} rows in chunks of {spec.chunk_rows}),"
             f" too few for {world_size} workers; use fewer workers or re-ingest with smaller chunks"
         )

@@ -23,6 +23,7 @@ from torch import nn
 from nint_dist import checkpoint, scoring
 from nint_dist.comm import Comm
 from nint_dist.config import Config, from_dict
+from nint_dist.errors import RunFailed
 from nint_dist.metrics import psnr_from_mse
 from nint_dist.models import build_model
 from nint_dist.monitor import ImageMonitor, log_histograms
@@ -63,9 +64,21 @@ def ray_runtime() -> Runtime:
     return Runtime(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), report)
 
 
+FAILURE = "failure.json"
+"""RUN_DIR/failure.json: why a run stopped that must not be retried (a diverged model, no intact
+checkpoint to resume from). Worker 0 writes it; the driver turns it into one line, exit 1."""
+
+
 def train_worker(config: dict) -> None:
-    """Ray Train's ``train_loop_per_worker``; after a restart it resumes from the newest checkpoint."""
-    run(from_dict(config), ray_runtime())
+    """Ray Train's ``train_loop_per_worker``; after a restart it resumes from the newest checkpoint.
+    A ``RunFailed`` ends the worker normally (every worker meets it at the same point) with the
+    reason in ``failure.json``: restarting would only fail the same way again."""
+    cfg, rt = from_dict(config), ray_runtime()
+    try:
+        run(cfg, rt)
+    except RunFailed as e:
+        if rt.rank == 0:
+            (Path(cfg.run.dir) / FAILURE).write_text(json.dumps({"error": str(e)}) + "\n")
 
 
 def wrap_for_update(model: nn.Module, rt: Runtime) -> nn.Module:
@@ -110,7 +123,10 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.part_sizes = 0
-        resumed = checkpoint.latest(cfg.run.dir)
+        self.first_nonfinite = torch.full((2,), -1, dtype=torch.int64, device=rt.device)
+        """First step whose training loss / selection scores were not finite (−1: none yet); kept
+        on the device, read at evaluations (``check_finite``)."""
+        resumed = checkpoint.intact_or_none(cfg.run.dir)
         if resumed is not None:
             self.restore(checkpoint.load(resumed, rt.device))
         self.log = None
@@ -157,6 +173,33 @@ class Trainer:
         self.part_sizes += part.numel()
         self.step += 1
         return sel, loss.detach()
+
+    def watch_finite(self, loss: torch.Tensor) -> None:
+        """Note the step if this step's loss or the scores of its selection are not finite, without
+        waiting for the device."""
+        bad = torch.stack([~torch.isfinite(loss).all(), self.ctx.nonfinite_scores.to(loss.device)])
+        self.ctx.nonfinite_scores.zero_()
+        noted = self.first_nonfinite
+        self.first_nonfinite = torch.where(bad & (noted < 0), torch.full_like(noted, self.step), noted)
+
+    def check_finite(self) -> None:
+        """Stop the run (``RunFailed``, the same on every worker) once any worker's loss or scores
+        were not finite: training on NaN would only spend the rest of the budget. Collective."""
+        never = float(2**62)
+        firsts = [float(f) if f >= 0 else never for f in self.first_nonfinite.tolist()]
+        loss_step, score_step = (-self.comm.all_reduce_max(-f) for f in firsts)  # earliest worker's
+        found = [
+            (int(f), what) for f, what in ((loss_step, "training loss"), (score_step, "selection scores"))
+        ]
+        found = [(f, what) for f, what in found if f < never]
+        if found:
+            step, what = min(found)
+            if self.log is not None:
+                self.log.close()
+            raise RunFailed(
+                f"step {step}: the {what} became non-finite (NaN or inf): the model diverged; lower"
+                f" train.lr (checkpoints so far kept in {Path(self.cfg.run.dir) / checkpoint.FOLDER})"
+            )
 
     def close_block(self) -> dict[str, float]:
         """Seconds per phase of the steps since the last call (waits for the device); they join
@@ -284,6 +327,7 @@ class Trainer:
 
         while self.step < cfg.train.steps:
             sel, loss = self.train_step()
+            self.watch_finite(loss)
             since_log["samples"] += sel.indices.numel()
             since_log["steps"] += 1
             if self.log is not None:
@@ -300,6 +344,7 @@ class Trainer:
                 }
                 traffic["bytes_per_step/ddp_gradients"] = float(ddp_bytes if self.rt.world_size > 1 else 0)
                 result = self.evaluate(loss)
+                self.check_finite()
                 result.update(traffic)
                 result["samples_per_s"] = since_log["samples"] / max(since_log["seconds"], 1e-12)
                 since_log = {"samples": 0, "seconds": 0.0, "steps": 0, "bytes": dict(self.comm.bytes_sent)}

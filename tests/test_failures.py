@@ -1,0 +1,127 @@
+"""Failures that must be loud and safe: a diverged model, checkpoints that would run code or are
+all damaged, unverifiable stores, internal errors, a GPU shortage on a cluster."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nint_dist import checkpoint, launch
+from nint_dist.errors import RunFailed, UserError, run_cli
+from tests.conftest import EXACT_FIT
+
+SETTINGS = [*EXACT_FIT, "log.progress=false", "log.tensorboard=false"]
+
+
+def fit(signal: Path, run_dir: Path, *extra: str) -> int:
+    return launch.main(
+        ["configs/quickstart.yaml", f"data.path={signal}", f"run.dir={run_dir}", *SETTINGS, *extra]
+    )
+
+
+def one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ---------------------------------------------------------------- a diverged model
+
+
+def test_a_diverged_run_stops_at_the_same_step_on_one_and_three_workers(
+    ray_session, tiny_signal, tmp_path, capsys
+):
+    """lr=1e30: the loss overflows within a few steps. The run stops at the next evaluation with
+    one line naming the step, exit 1, checkpoints kept; three workers choose the same coordinates
+    as one while the scores are NaN (the merge's padding is never picked) and stop identically."""
+    common = ["train.lr=1e30", "train.steps=12", "log.every=4", "train.checkpoint_every=2"]
+    common += ["log.save_selection=true", "train.max_failures=1"]
+    lines = {}
+    for workers in (1, 3):
+        run_dir = tmp_path / f"w{workers}"
+        assert fit(tiny_signal, run_dir, *common, f"train.workers={workers}") == 1
+        lines[workers] = one_error_line(capsys).replace(str(run_dir), "RUN")
+        assert (run_dir / "checkpoints" / "step_000002").is_dir()  # what was written is kept
+        assert not (run_dir / "final.json").exists()
+    assert lines[1] == lines[3]
+    assert lines[1].startswith("error: step ") and "non-finite" in lines[1] and "train.lr" in lines[1]
+    for step in range(1, 5):
+        name = f"selection/step_{step:06d}.npy"
+        one, three = np.load(tmp_path / "w1" / name), np.load(tmp_path / "w3" / name)
+        assert three.min() >= 0 and np.array_equal(one, three), step
+
+
+def test_a_diverged_local_run_gives_the_same_line(tiny_signal, tmp_path, capsys):
+    common = ["train.lr=1e30", "train.steps=12", "log.every=4", "run.backend=local", "train.workers=1"]
+    assert fit(tiny_signal, tmp_path / "run", *common) == 1
+    line = one_error_line(capsys)
+    assert line.startswith("error: step ") and "non-finite" in line
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (Path.touch, (Path(_RunsCode.marker),))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    folder = tmp_path / "step_000004"
+    folder.mkdir()
+    _RunsCode.marker = str(tmp_path / "ran")
+    checkpoint.write_state({"step": 4, "model": _RunsCode()}, folder)
+    with pytest.raises(UserError, match="refusing to load it"):
+        checkpoint.load(folder)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_real_checkpoint_loads_weights_only(tiny_signal, tmp_path):
+    assert fit(tiny_signal, tmp_path / "run", "train.steps=2", "run.backend=local", "train.workers=1") == 0
+    state = checkpoint.load(checkpoint.latest(tmp_path / "run"))
+    assert state["step"] == 2 and isinstance(state["torch_rng"], torch.Tensor)
+
+
+def test_a_restart_with_every_checkpoint_damaged_fails_instead_of_starting_over(tiny_signal, tmp_path):
+    """What Ray Train's automatic restart meets: the Trainer of the restarted workers finds only
+    damaged checkpoints. It stops (one line through failure.json under Ray), never trains from 0."""
+    from nint_dist.config import load_config
+    from nint_dist.worker import Runtime, Trainer
+
+    run_dir = tmp_path / "run"
+    steps = ["train.steps=4", "train.checkpoint_every=2", "run.backend=local", "train.workers=1"]
+    assert fit(tiny_signal, run_dir, *steps) == 0
+    for folder in (run_dir / "checkpoints").iterdir():
+        state = folder / checkpoint.STATE
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    cfg = load_config(run_dir / "config.yaml", [])
+    with pytest.raises(RunFailed, match="every checkpoint .* is damaged"):
+        Trainer(cfg, Runtime(0, 1, torch.device("cpu")))
+    (run_dir / "checkpoints").rename(tmp_path / "moved")  # no checkpoint at all: a fresh start
+    assert Trainer(cfg, Runtime(0, 1, torch.device("cpu"))).step == 0
+
+
+# ---------------------------------------------------------------- internal errors
+
+
+def test_only_user_errors_exit_2(capsys):
+    def raises(error):
+        def body():
+            raise error
+
+        return body
+
+    assert run_cli(raises(UserError("bad input"))) == 2
+    assert capsys.readouterr().err.strip() == "error: bad input"
+    assert run_cli(raises(ValueError("an internal bug"))) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: internal error, ValueError: an internal bug (run with -v for the traceback)"]
+    assert run_cli(raises(KeyError("k")), verbose=True) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: internal error, KeyError")
+
+
+def test_config_mistakes_stay_user_errors(tmp_path, capsys):
+    assert launch.main(["configs/quickstart.yaml", "sampler.ntk_score=tangent", f"run.dir={tmp_path}/r"]) == 2
+    assert "sampler.ntk_score" in one_error_line(capsys)

@@ -105,25 +105,34 @@ def main() -> None:
                 " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                 flush=True,
             )
-    means = {
+            if args.out:  # after every image: an interrupted run keeps what it measured
+                write_results(args, rows, failed)
+    print("mean " + " ".join(f"{v}={m:.2f}" for v, m in means_of(rows, args.variants).items()))
+
+
+def means_of(rows: list[dict], variants: list[str]) -> dict[str, float]:
+    """Mean PSNR of each variant over the images where it did not fail."""
+    return {
         v: statistics.mean(r[v] for r in rows if r[v] is not None)
-        for v in args.variants
+        for v in variants
         if any(r[v] is not None for r in rows)
     }
-    print("mean " + " ".join(f"{v}={m:.2f}" for v, m in means.items()))
-    if args.out:
-        result = {
-            "machine": machine(),
-            "command": "python benchmarks/quality_bar.py IMAGES "
-            + " ".join(a for a in sys.argv[1:] if Path(a) not in args.images),
-            "images": [f"{p.parent.name}/{p.name}" for p in args.images],
-            "settings": SETTINGS,
-            "seeds": args.seeds,
-            "rows": rows,
-            "mean": means,
-            "failed": failed,
-        }
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def write_results(args: argparse.Namespace, rows: list[dict], failed: list[dict]) -> None:
+    result = {
+        "machine": machine(),
+        "command": "python benchmarks/quality_bar.py IMAGES "
+        + " ".join(a for a in sys.argv[1:] if Path(a) not in args.images),
+        "images": [f"{p.parent.name}/{p.name}" for p in args.images],
+        "complete": len(rows) == len(args.images),
+        "settings": SETTINGS,
+        "seeds": args.seeds,
+        "rows": rows,
+        "mean": means_of(rows, args.variants),
+        "failed": failed,
+    }
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

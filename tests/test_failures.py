@@ -125,3 +125,35 @@ def test_only_user_errors_exit_2(capsys):
 def test_config_mistakes_stay_user_errors(tmp_path, capsys):
     assert launch.main(["configs/quickstart.yaml", "sampler.ntk_score=tangent", f"run.dir={tmp_path}/r"]) == 2
     assert "sampler.ntk_score" in one_error_line(capsys)
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _obj(path: Path, vertices, triangles) -> Path:
+    lines = [f"v {x} {y} {z}" for x, y, z in vertices] + [
+        f"f {a + 1} {b + 1} {c + 1}" for a, b, c in triangles
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+TETRA = [(0, 2, 1), (0, 1, 3), (1, 2, 3), (0, 3, 2)]  # closed, outward-consistent
+
+
+def test_mesh_notes_say_what_was_found_and_what_was_done(tmp_path):
+    from nint_dist.sources.mesh import read_mesh
+
+    vertices = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, -1, 0), (0, 0, -1)]
+    # two tetrahedra glued along the edge 0-1: no hole, one edge shared by four triangles
+    glued = TETRA + [(0, 1, 4), (1, 5, 4), (0, 4, 5), (0, 5, 1)]
+    (note,) = read_mesh(_obj(tmp_path / "glued.obj", vertices, glued), 8).notes
+    assert note == (
+        "glued.obj is not watertight: no holes, 1 non-manifold edge (shared by more than two triangles);"
+        " kept the non-manifold edges as they are; inside/outside is a majority vote of rays along the"
+        " three axes"
+    )
+    (note,) = read_mesh(_obj(tmp_path / "open.obj", vertices[:4], TETRA[1:]), 8).notes
+    assert note.startswith("open.obj is not watertight: 1 hole (3 boundary edges); closed each hole")
+    assert "non-manifold" not in note
+    assert read_mesh(_obj(tmp_path / "closed.obj", vertices[:4], TETRA), 8).notes == []

@@ -5,6 +5,7 @@ with one line that names the key."""
 import datetime
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
@@ -36,11 +37,19 @@ class DataConfig:
     ``.npy``, WAV or an OBJ mesh (see ``python -m nint_dist.ingest``)."""
     resolution: int = 128
     """OBJ meshes: grid points per axis of the signed-distance volume."""
-    verify: bool = True
-    """Check each worker's chunks against the checksums recorded at ingestion when loading."""
+    verify: Any = True
+    """Check each worker's chunks against the checksums recorded at ingestion when loading:
+    true (a store without usable checksums is trained on with one warning), false (no check) or
+    strict (a store without usable checksums is refused)."""
     source: str = ""
     """Set by launch: the input the run was started from (data.path then points at the signal
     store the run trains on). A resumed run must name the same input."""
+
+    def __post_init__(self):
+        if isinstance(self.verify, str) and self.verify.lower() in ("true", "false"):
+            self.verify = self.verify.lower() == "true"
+        if not any(self.verify is v for v in (True, False)) and self.verify != "strict":
+            raise ValueError(f"data.verify must be true, false or strict, not {self.verify!r}")
 
 
 @dataclass
@@ -262,10 +271,15 @@ class RunSection:
     """Output directory; must not already hold a run."""
     backend: str = "ray"
     """ray (Ray Train workers) or local (this process, one worker, Ray not needed)."""
+    wait_for_workers_s: float = 300.0
+    """With RAY_ADDRESS set: how long to wait for the cluster to hold the GPUs (or CPU slots) the
+    workers need, e.g. while it autoscales, before giving up with one line."""
 
     def __post_init__(self):
         if self.backend not in ("ray", "local"):
             raise ValueError("run.backend must be ray or local")
+        if not self.wait_for_workers_s >= 0:
+            raise ValueError("run.wait_for_workers_s must be >= 0")
 
 
 @dataclass

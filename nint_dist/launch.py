@@ -19,7 +19,7 @@ from nint_dist.checkpoint import FOLDER as CHECKPOINT_FOLDER
 from nint_dist.config import Config, load_config, to_yaml
 from nint_dist.errors import RunFailed, UserError, run_cli
 from nint_dist.ingest import load_source, write_signal
-from nint_dist.signal import open_signal, shard_rows
+from nint_dist.signal import open_signal, shard_rows, verifiable_checksums
 
 
 def resolve_signal(cfg: Config):
@@ -41,11 +41,13 @@ def resolve_signal(cfg: Config):
         if not path.exists():
             raise UserError(f"data.path not found: {path}")
         try:
-            _, spec = open_signal(path)
+            store, spec = open_signal(path)
         except (OSError, KeyError, ValueError) as e:
             raise UserError(
                 f"data.path {path} is not a readable signal store ({str(e).splitlines()[0]})"
             ) from None
+        if cfg.data.verify:  # said once here, before anything is written; the workers stay quiet
+            verifiable_checksums(store, spec, strict=cfg.data.verify == "strict", warn=True)
         return None, spec
     array, spec = load_source(path, resolution=cfg.data.resolution, workers=cfg.train.workers)
     return array, spec
@@ -216,7 +218,8 @@ def connect_ray(cfg: Config, verbose: bool) -> bool:
             raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     gpus = ray.cluster_resources().get("GPU", 0)
     use_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and gpus >= workers)
-    # A running cluster may autoscale: its GPU nodes join once Ray Train asks for them.
+    if address:  # a running cluster may autoscale: wait for its nodes, up to a deadline
+        wait_for_resources("GPU" if use_gpu else "CPU", workers, cfg.run.wait_for_workers_s, address)
     if use_gpu and gpus < workers and not address:
         raise UserError(f"train.device=cuda needs {workers} GPUs but the Ray cluster has {int(gpus)}")
     cpus = ray.cluster_resources().get("CPU", 0)
@@ -226,6 +229,23 @@ def connect_ray(cfg: Config, verbose: bool) -> bool:
             " lower train.workers or add nodes"
         )
     return use_gpu
+
+
+def wait_for_resources(kind: str, needed: int, deadline_s: float, address: str) -> None:
+    """Return once the cluster holds ``needed`` of ``kind`` (GPU or CPU); ``UserError`` after
+    ``deadline_s`` seconds without them (``run.wait_for_workers_s``)."""
+    import time
+
+    import ray
+
+    start = time.monotonic()
+    while (have := ray.cluster_resources().get(kind, 0)) < needed:
+        if time.monotonic() - start >= deadline_s:
+            raise UserError(
+                f"the Ray cluster at {address} has {int(have)} {kind}s and train.workers={needed} needs"
+                f" {needed}; none joined within run.wait_for_workers_s={deadline_s:g} s"
+            )
+        time.sleep(min(2.0, max(deadline_s / 10, 0.1)))
 
 
 def run_on_ray(cfg: Config, use_gpu: bool) -> None:
@@ -255,9 +275,33 @@ def run_on_ray(cfg: Config, use_gpu: bool) -> None:
     try:
         trainer.fit()
     except Exception as e:  # Ray wraps the worker's exception; show the root cause in one line
-        raise RunFailed(f"training failed: {_root_cause(e)}") from e
+        raise RunFailed(f"training failed: {_root_cause(e)}{_hung_workers(cfg)}") from e
     if failure.exists():  # the workers stopped on purpose; retrying would fail the same way
         raise RunFailed(json.loads(failure.read_text())["error"])
+
+
+def _hung_workers(cfg: Config) -> str:
+    """When some workers saw a collective fail (time out), the ones that did not are the ones that
+    never reached it: named from RUN_DIR/workers/rank_R.json. Empty when nothing says so."""
+    records = {}
+    for rank in range(cfg.train.workers):
+        try:
+            records[rank] = json.loads((Path(cfg.run.dir) / "workers" / f"rank_{rank}.json").read_text())
+        except (OSError, ValueError):
+            records[rank] = {}
+    waited = [r for r, rec in records.items() if rec.get("collective_failed")]
+    if not waited:
+        return ""
+    hung = [
+        f"worker {r} (pid {rec.get('pid', '?')} on {rec.get('host', '?')})"
+        for r, rec in records.items()
+        if r not in waited
+    ]
+    return (
+        f" [{', '.join(hung) or 'no worker'} did not reach the collective that worker"
+        f"{'s' * (len(waited) > 1)} {', '.join(map(str, waited))} waited"
+        f" train.collective_timeout_s={cfg.train.collective_timeout_s:g} s for]"
+    )
 
 
 def _root_cause(e: BaseException) -> str:

@@ -17,7 +17,14 @@ from torch import nn
 
 from nint_dist import scoring, selection
 from nint_dist.comm import Comm
-from nint_dist.signal import ATTRS_KEY, SignalSpec, flat_to_coords, shard_rows, shard_starts, to_unit
+from nint_dist.signal import (
+    SignalSpec,
+    flat_to_coords,
+    shard_rows,
+    shard_starts,
+    to_unit,
+    verifiable_checksums,
+)
 from nint_dist.steptimer import PhaseTimer
 
 
@@ -57,15 +64,17 @@ def load_shard(
     rank: int,
     device: torch.device,
     dtype: torch.dtype,
-    verify: bool = True,
+    verify: bool | str = True,
 ) -> Shard:
     """Read only this worker's rows from the zarr array, one chunk row at a time into a tensor
     allocated on the device, so host memory holds one chunk on top of the shard, not a copy.
-    With ``verify``, each chunk row read is checked against the CRC32 recorded at ingestion."""
+    With ``verify``, each chunk row read is checked against the CRC32 recorded at ingestion; a
+    store without usable checksums is read unchecked (the driver has said so once), or refused
+    when ``verify`` is 'strict'."""
     row_lo, row_hi = shard_rows(spec, world_size, rank)
-    checksums = dict(getattr(array, "attrs", {})).get(ATTRS_KEY, {}).get("checksums") if verify else None
-    if checksums is not None and checksums.get("chunk_rows") != spec.chunk_rows:
-        checksums = None  # recorded for another chunking; nothing to compare block by block
+    checksums = None
+    if verify:
+        checksums = verifiable_checksums(array, spec, strict=verify == "strict")
     per_row = spec.points_per_row
     values = torch.empty(
         ((row_hi - row_lo) * per_row, spec.channels),

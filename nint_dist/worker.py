@@ -79,6 +79,13 @@ def train_worker(config: dict) -> None:
     except RunFailed as e:
         if rt.rank == 0:
             (Path(cfg.run.dir) / FAILURE).write_text(json.dumps({"error": str(e)}) + "\n")
+    except RuntimeError as e:
+        text = str(e).lower()
+        if isinstance(e, torch.distributed.DistError) or "gloo" in text or "timed out" in text:
+            # a collective timed out or lost a peer: this worker waited, so it is not the one that
+            # hung; the record lets the driver name the one that did
+            record_process(cfg.run.dir, rt.rank, collective_failed=True)
+        raise
 
 
 def wrap_for_update(model: nn.Module, rt: Runtime) -> nn.Module:
@@ -444,12 +451,23 @@ def peak_memory_bytes(device: torch.device) -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024.0
 
 
-def record_process(run_dir: str, rank: int) -> None:
+def record_process(run_dir: str, rank: int, **extra) -> None:
     """``RUN_DIR/workers/rank_R.json``: which process and host run rank R (for operators, e.g. to
-    find a stuck worker)."""
+    find a stuck worker), how many times the rank was started (Ray Train restarts), and
+    ``extra`` facts of this start (``collective_failed``: this worker saw a collective fail)."""
     folder = Path(run_dir) / "workers"
     folder.mkdir(exist_ok=True)
-    (folder / f"rank_{rank}.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    path = folder / f"rank_{rank}.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        before = {}
+    record = {"pid": os.getpid(), "host": socket.gethostname()}
+    if before.get("pid") == record["pid"] and extra:  # more about this start
+        record = {**before, **extra}
+    else:
+        record["starts"] = int(before.get("starts", 0)) + 1
+    path.write_text(json.dumps(record))
 
 
 def run(cfg: Config, rt: Runtime) -> dict | None:

@@ -1,6 +1,7 @@
 """Failures that must be loud and safe: a diverged model, checkpoints that would run code or are
 all damaged, unverifiable stores, internal errors, a GPU shortage on a cluster."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,111 @@ def test_mesh_notes_say_what_was_found_and_what_was_done(tmp_path):
     assert note.startswith("open.obj is not watertight: 1 hole (3 boundary edges); closed each hole")
     assert "non-manifold" not in note
     assert read_mesh(_obj(tmp_path / "closed.obj", vertices[:4], TETRA), 8).notes == []
+
+
+# ---------------------------------------------------------------- stores without checksums
+
+
+def _strip_checksums(store: Path, chunk_rows: int | None) -> None:
+    import zarr
+
+    from nint_dist.signal import ATTRS_KEY
+
+    array = zarr.open_array(str(store), mode="r+")
+    attrs = dict(array.attrs)[ATTRS_KEY]
+    if chunk_rows is None:
+        attrs.pop("checksums")
+    else:
+        attrs["checksums"]["chunk_rows"] = chunk_rows
+    array.attrs[ATTRS_KEY] = attrs
+
+
+@pytest.mark.parametrize(
+    ("chunk_rows", "reason"),
+    [(None, "it holds no checksums"), (8, "recorded for chunks of 8 rows")],
+)
+def test_an_unverifiable_store_is_said_once_and_refused_when_strict(
+    tiny_signal, tmp_path, capsys, chunk_rows, reason
+):
+    _strip_checksums(tiny_signal, chunk_rows)
+    local = ["train.steps=2", "run.backend=local", "train.workers=1"]
+    assert fit(tiny_signal, tmp_path / "run", *local) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1 and reason in warnings[0] and "not verified" in warnings[0]
+    assert fit(tiny_signal, tmp_path / "strict", *local, "data.verify=strict") == 2
+    line = one_error_line(capsys)
+    assert "data.verify=strict" in line and reason in line
+    assert not (tmp_path / "strict").exists()
+    assert fit(tiny_signal, tmp_path / "quiet", *local, "data.verify=false") == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_data_verify_takes_three_values(tmp_path):
+    from nint_dist.config import ConfigError, load_config
+
+    for value, expected in (("true", True), ("false", False), ("strict", "strict")):
+        assert load_config(None, ["data.path=x.zarr", f"data.verify={value}"]).data.verify == expected
+    with pytest.raises(ConfigError, match="data.verify must be true, false or strict"):
+        load_config(None, ["data.path=x.zarr", "data.verify=sometimes"])
+
+
+# ---------------------------------------------------------------- workers that raise or hang
+
+
+def test_a_worker_that_raises_is_retried_then_one_line(ray_session, tiny_signal, tmp_path, capsys):
+    import zarr
+
+    zarr.open_array(str(tiny_signal), mode="r+")[12:16] = 7  # worker 1's chunk row 3, behind its checksum
+    run_dir = tmp_path / "run"
+    assert fit(tiny_signal, run_dir, "train.steps=4", "train.workers=2", "train.max_failures=1") == 1
+    line = one_error_line(capsys)
+    assert line.startswith("error: training failed") and "chunk row 3 (rows 12-15)" in line
+    for rank in (0, 1):  # the group was started, failed, restarted once, failed again
+        assert json.loads((run_dir / "workers" / f"rank_{rank}.json").read_text())["starts"] == 2
+
+
+def test_a_worker_that_hangs_in_a_collective_fails_the_run_naming_it(
+    ray_session, tiny_signal, tmp_path, capsys
+):
+    """SIGSTOP freezes worker 1 mid-run; worker 0 waits in the next collective until
+    train.collective_timeout_s and the run ends with one line that names worker 1."""
+    import os
+    import signal
+    import threading
+    import time
+
+    run_dir = tmp_path / "run"
+    args = ["train.steps=1000000", "train.max_seconds=300", "train.workers=2", "train.max_failures=0"]
+    args += ["train.collective_timeout_s=5", "log.every=50"]
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(code=fit(tiny_signal, run_dir, *args)))
+    thread.start()
+    deadline = time.time() + 300
+    while not (run_dir / "metrics.jsonl").exists() or not (run_dir / "workers" / "rank_1.json").exists():
+        assert time.time() < deadline and thread.is_alive(), "the run ended before it trained"
+        time.sleep(0.1)
+    victim = json.loads((run_dir / "workers" / "rank_1.json").read_text())["pid"]
+    os.kill(victim, signal.SIGSTOP)
+    thread.join(timeout=240)
+    if thread.is_alive():  # the run did not end: let the worker go on, so the test can fail cleanly
+        os.kill(victim, signal.SIGCONT)
+    assert outcome.get("code") == 1
+    line = one_error_line(capsys)
+    assert f"worker 1 (pid {victim}" in line and "collective_timeout_s=5" in line, line
+
+
+# ---------------------------------------------------------------- a cluster without the GPUs
+
+
+def test_a_cluster_short_of_gpus_is_waited_for_until_the_deadline(ray_session, tmp_path, capsys, monkeypatch):
+    """RAY_ADDRESS names a running cluster (this test's own, without GPUs): the launch waits
+    run.wait_for_workers_s for GPUs to join, then one line, exit 2, nothing written."""
+    from tests.conftest import make_tiny_signal
+
+    signal_path = make_tiny_signal(tmp_path)
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
+    args = ["train.device=cuda", "train.workers=2", "run.wait_for_workers_s=1"]
+    assert fit(signal_path, tmp_path / "run", *args) == 2
+    line = one_error_line(capsys)
+    assert "0 GPUs and train.workers=2 needs 2" in line and "run.wait_for_workers_s=1 s" in line
+    assert not (tmp_path / "run").exists()

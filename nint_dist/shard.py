@@ -128,7 +128,8 @@ class ShardContext:
         scores = compute()
         self.timer.lap("score")
         self.last_scores[name] = scores
-        self.nonfinite_scores |= ~torch.isfinite(scores).all()
+        if scores is not None:  # None: a graphed pass that could not run (the caller falls back)
+            self.nonfinite_scores |= ~torch.isfinite(scores).all()
         return scores
 
     def residual_l1(self, precision: str = "full") -> torch.Tensor:

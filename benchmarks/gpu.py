@@ -30,7 +30,7 @@ from nint_dist.ingest import image_signal, write_signal
 from nint_dist.worker import Runtime, Trainer
 
 TARGETS_DB = (25.0, 30.0, 35.0)
-REFERENCE_UNIFORM_S = {30.0: 2.32, 35.0: 10.5}  # design §8, 01.png, one H100
+REFERENCE_UNIFORM_S = {30.0: 2.32, 35.0: 10.5}  # the reference code, uniform sampling, 01.png, one H100
 SMALL = ["model.layers=6", "model.width=256", "train.lr=1e-4", "sampler.ratio=0.2", "log.every=20"]
 VARIANTS = [  # (image, label, overrides), in order of priority
     ("01.png", "uniform", ["sampler.name=uniform"]),

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from nint_dist import checkpoint
-from tests.conftest import REPO, small_image
+from tests.conftest import REPO, SAMPLE, small_image
 
 BIN = Path(sys.executable).parent
 
@@ -132,13 +132,13 @@ def test_a_client_without_the_token_is_refused(ray_head):
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
 
 
-def test_ray_job_submit_runs_a_fit_from_shared_storage(ray_head, shared_data, tmp_path):
+def test_ray_job_submit_runs_a_fit_from_shared_storage(ray_head, tmp_path):
     """Ingest to storage every node can read, submit with jobs/submit.sh, check the run's outputs."""
     import zarr
 
     from nint_dist.ingest import ingest
 
-    source = small_image(shared_data / "images" / "kodak" / "kodim05.png", tmp_path / "photo.png", 64)
+    source = small_image(SAMPLE, tmp_path / "photo.png", 64)
     store = tmp_path / "shared" / "photo.zarr"
     store.parent.mkdir()
     ingest(source, store, chunk_rows=4)

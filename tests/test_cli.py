@@ -68,11 +68,12 @@ def test_quickstart_fit_on_a_photograph(ray_session, tmp_path):
     image = DATA / "kodim01-128.png"
     run_dir = tmp_path / "run"
     code = launch.main(
-        ["configs/quickstart.yaml", f"data.path={image}", f"run.dir={run_dir}", "log.progress=false"]
-    )
+        ["configs/quickstart.yaml", f"data.path={image}", f"run.dir={run_dir}", "log.progress=false",
+         "train.workers=2"]
+    )  # fmt: skip
     assert code == 0
     final = json.loads((run_dir / "final.json").read_text())
-    assert final["steps"] == 300 and final["workers"] == 2
+    assert final["steps"] == 300 and final["workers"] == 2 and final["device"] == "cpu"
     assert final["psnr"] >= 30.0
     assert (run_dir / "reconstruction.png").exists() and any((run_dir / "tensorboard").iterdir())
     from nint_dist import checkpoint
@@ -120,7 +121,10 @@ def test_gpu_requested_without_one_local_backend(tmp_path):
 
 @pytest.mark.parametrize(
     "args,message",
-    [(["train.device=cuda"], "GPUs but the Ray cluster has 0"), (["train.workers=10"], "needs 10 CPU slots")],
+    [
+        (["train.device=cuda", "train.workers=2"], "no GPU is visible"),
+        (["train.workers=10"], "needs 10 CPU slots"),
+    ],
 )
 def test_more_than_the_cluster_has(ray_session, tmp_path, capsys, args, message):
     assert ray_session.cluster_resources().get("CPU") == 8 and not ray_session.cluster_resources().get("GPU")

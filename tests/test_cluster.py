@@ -290,8 +290,9 @@ def test_dockerfile_builds_on_the_matching_ray_gpu_image():
     assert args["TORCH_CUDA"].startswith("cu")
     assert "--index-url https://download.pytorch.org/whl/${TORCH_CUDA}" in runs
     assert "torch==${TORCH_VERSION}" in runs
-    torch_pin = (REPO / "constraints.txt").read_text().split("torch==", 1)[1].split()[0]
-    assert args["TORCH_VERSION"] == torch_pin
+    import torch
+
+    assert args["TORCH_VERSION"] == torch.__version__.split("+")[0]  # the torch the tests run with
     assert f'"ray[default,train]=={ray.__version__}"' in runs and "pip install" in runs
     copies = " ".join(a for op, a in steps if op == "COPY")
     for needed in ("pyproject.toml", "nint_dist", "configs"):

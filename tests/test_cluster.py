@@ -171,6 +171,29 @@ def test_ray_job_submit_runs_a_fit_from_shared_storage(ray_head, tmp_path):
     assert abs(psnr - final["psnr"]) < 0.1
 
 
+def test_submit_without_the_token_mode_is_one_line(ray_head):
+    env = client_env(RAY_ADDRESS=ray_head.dashboard, RAY_AUTH_TOKEN_PATH=str(ray_head.token_path))
+    done = subprocess.run(
+        ["bash", "jobs/submit.sh", "configs/quickstart.yaml"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "RAY_AUTH_MODE=token" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_submit_exits_with_the_jobs_own_status(ray_head, tmp_path):
+    """A driver that exits 2 (a mistake in the command) makes jobs/submit.sh exit 2, not 1."""
+    done = subprocess.run(
+        ["bash", "jobs/submit.sh", "configs/quickstart.yaml", "train.stepz=3", f"run.dir={tmp_path / 'r'}"],
+        cwd=REPO, env={**ray_head.env, "RAY_ADDRESS": ray_head.dashboard},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode == 2, log[-3000:]
+    assert "error: unknown config key 'train.stepz'" in log and not (tmp_path / "r").exists()
+
+
 def test_the_submit_runtime_env_keeps_the_upload_small():
     env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
     assert {".venv/", "runs/", ".git/"} <= set(env["excludes"])

@@ -42,10 +42,12 @@ fi
 if [[ "$want" == cuda ]]; then
     echo "installing torch from PyPI (a CUDA build) for this machine's GPU"
     "${pip[@]}" torch
-elif "${pip[@]}" --no-index torch 2>/dev/null; then
+elif "${pip[@]}" --no-index --no-deps torch 2>/dev/null; then
+    # a local wheel (pip's find-links): torch itself offline, its dependencies as usual
+    "${pip[@]}" torch
     echo "installed a CPU build of torch from local wheels"
 else
     echo "installing a CPU build of torch from $cpu_index"
-    "${pip[@]}" torch --index-url "$cpu_index"
+    "${pip[@]}" --retries 1 --timeout 30 torch --index-url "$cpu_index" --extra-index-url https://pypi.org/simple
 fi
 "$python" -c 'import torch; print(f"torch {torch.__version__} installed ({torch.version.cuda and "CUDA " + torch.version.cuda or "CPU build"})")'

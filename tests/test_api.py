@@ -46,7 +46,7 @@ def test_load_renders_what_the_run_wrote(fitted):
     assert np.array_equal(np.rint(values).astype(np.uint8), written)
     corners = inr(np.array([[-1.0, -1.0], [1.0, 1.0]]))  # the grid's first and last points
     assert np.allclose(corners, values[[0, -1], [0, -1]], atol=1e-3)
-    assert inr.render(scale=2).shape == (47, 39, 3) and inr.render(region="0:8,4:12").shape == (8, 8, 3)
+    assert inr.render(scale=2).shape == (48, 40, 3) and inr.render(region="0:8,4:12").shape == (8, 8, 3)
     with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
         inr(np.zeros((3, 3)))
 

@@ -50,4 +50,4 @@ else
     echo "installing a CPU build of torch from $cpu_index"
     "${pip[@]}" --retries 1 --timeout 30 torch --index-url "$cpu_index" --extra-index-url https://pypi.org/simple
 fi
-"$python" -c 'import torch; print(f"torch {torch.__version__} installed ({torch.version.cuda and "CUDA " + torch.version.cuda or "CPU build"})")'
+"$python" -c 'import torch; print("torch", torch.__version__, "installed:", "CUDA " + torch.version.cuda if torch.version.cuda else "CPU build")'

@@ -3,6 +3,7 @@
 with one line that names the key."""
 
 import datetime
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,12 @@ class ModelConfig:
     """Hash grid: grid points per axis at the coarsest level."""
     hash_max_resolution: int = 2048
     """Hash grid: grid points per axis at the finest level (about the signal's largest side)."""
+    hash_backend: str = "torch"
+    """Hash grid encoding: torch (plain PyTorch), triton (fused kernels, CUDA; needs the triton
+    package) or auto (triton for CUDA tensors where it is installed, torch otherwise)."""
+    hash_dtype: str = "float32"
+    """Hash grid: precision table entries are read at; float16 halves the kernels' gather
+    traffic, while the parameter, its gradient and the optimizer state stay float32."""
 
     def __post_init__(self):
         from nint_dist.models import MODELS
@@ -74,6 +81,9 @@ class ModelConfig:
             raise ValueError(f"model.name must be one of {sorted(MODELS)}, not {self.name!r}")
         if self.layers < 2 or self.width < 1:
             raise ValueError("model.layers must be at least 2 and model.width at least 1")
+        from nint_dist.models.hashgrid import check_options
+
+        check_options(self.hash_backend, self.hash_dtype)
 
 
 @dataclass
@@ -181,7 +191,8 @@ class TrainConfig:
     steps: int = 1000
     """Optimizer steps."""
     max_seconds: float | None = None
-    """Budget on the training clock (evaluation excluded); stops at whichever limit comes first."""
+    """Budget on the training clock (evaluation excluded); stops at whichever limit comes first.
+    A budget, not a hint: a step is started only if it fits (see ``Trainer.out_of_time``)."""
     lr: float = 1e-4
     """Adam learning rate."""
     seed: int = 42
@@ -210,6 +221,10 @@ class TrainConfig:
     tf32: bool = False
     """Let float32 matrix products use TensorFloat-32 on GPUs (faster, 10-bit mantissa), in
     training and scoring alike."""
+    cuda_graphs: bool = True
+    """Replay the training pass and nint's pool scoring from CUDA graphs where that is exact
+    (one worker on a GPU, constant ratio, no torch.compile or autocast; nint_dist.faststep);
+    false runs them eagerly everywhere."""
 
     def __post_init__(self):
         if self.steps < 1:
@@ -235,7 +250,19 @@ class TrainConfig:
 @dataclass
 class LogConfig:
     every: int = 25
-    """Steps between evaluations (PSNR over the whole signal; off the training clock)."""
+    """Steps between evaluations (off the training clock): PSNR over the evaluation subset
+    (log.eval_points), exact over the whole signal at checkpoints and at the end."""
+    eval_points: int = 262144
+    """Coordinates of the fixed random subset on which PSNR is measured at log steps; 0 (or a
+    signal no larger) measures the whole signal at every log step."""
+    images_every: int = 500
+    """Steps between TensorBoard images (preview, selection heat map), the preview's SSIM and
+    score histograms; they are also written at the end."""
+    eval_share: float | None = None
+    """Most evaluation and logging time as a share of the training clock: a log step that
+    would exceed it is skipped (not the checkpoints' and the end's). 0: no limit (benchmarks
+    that need every row); null: 0.1 on GPUs, no limit on CPUs (whose rows then fall on every
+    log.every steps, as tests expect)."""
     save_selection: bool = False
     """Write selection/step_NNNNNN.npy with the global indices trained on at each step."""
     tensorboard: bool = True
@@ -244,8 +271,16 @@ class LogConfig:
     """Show a progress bar on the driver."""
 
     def __post_init__(self):
-        if self.every < 1:
-            raise ValueError("log.every must be at least 1")
+        if self.every < 1 or self.images_every < 1:
+            raise ValueError("log.every and log.images_every must be at least 1")
+        if self.eval_points < 0 or (self.eval_share is not None and self.eval_share < 0):
+            raise ValueError("log.eval_points and log.eval_share must be >= 0")
+
+    def eval_share_on(self, device_type: str) -> float | None:
+        """The evaluation share in effect on a device type ('cuda', 'cpu', ...); None: no limit."""
+        if self.eval_share is not None:
+            return self.eval_share or None
+        return 0.1 if device_type == "cuda" else None
 
 
 @dataclass
@@ -273,6 +308,9 @@ class Config:
     def __post_init__(self):
         if self.run.backend == "local" and self.train.workers not in (None, 1):
             raise ValueError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
+        hash_triton = self.model.name == "hashgrid" and self.model.hash_backend == "triton"
+        if hash_triton and self.train.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("model.hash_backend=triton needs a GPU; with train.device=cpu use torch or auto")
 
     def to_dict(self) -> dict:
         return asdict(self)

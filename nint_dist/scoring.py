@@ -99,12 +99,14 @@ def residual_l1(
 def squared_error_sum(
     model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int
 ) -> torch.Tensor:
-    """Σ_i Σ_c (f(x_i) − y_i)² over the block, a float64 scalar."""
-    total = torch.zeros((), dtype=torch.float64)
+    """Σ_i Σ_c (f(x_i) − y_i)² over the block, a float64 scalar on the model's device (summed
+    there: no host round trip per chunk)."""
+    total = None
     for lo, hi in chunk_bounds(n, chunk):
         err = model(coords_of(lo, hi)) - targets_of(lo, hi)
-        total += err.double().pow(2).sum().cpu()
-    return total
+        part = err.double().pow(2).sum()
+        total = part if total is None else total + part
+    return torch.zeros((), dtype=torch.float64) if total is None else total
 
 
 def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int) -> Params:

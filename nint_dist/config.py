@@ -215,10 +215,11 @@ class TrainConfig:
     """Adam learning rate."""
     seed: int = 42
     """Seeds the model's initialisation and every random pick."""
-    workers: int = 1
-    """Ray Train workers, one per GPU (or per CPU slot)."""
+    workers: int | None = None
+    """Workers, one per GPU (or per CPU slot). null: one per visible GPU (the local machine's, or
+    the Ray cluster's under RAY_ADDRESS), at least 1; 1 with train.device=cpu."""
     device: str = "auto"
-    """auto (GPUs when the cluster has them), cpu or cuda."""
+    """auto (GPUs when there are any: then every worker needs one), cpu or cuda."""
     dtype: str = "float32"
     """float32 or float64 (exactness tests)."""
     checkpoint_every: int = 0
@@ -250,7 +251,7 @@ class TrainConfig:
             raise ValueError("train.max_seconds must be positive (or null for no budget)")
         if self.lr <= 0:
             raise ValueError("train.lr must be positive")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ValueError("train.workers must be at least 1")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError("train.device must be auto, cpu or cuda")
@@ -304,15 +305,16 @@ class LogConfig:
 class RunSection:
     dir: str = "runs/run"
     """Output directory; must not already hold a run."""
-    backend: str = "ray"
-    """ray (Ray Train workers) or local (this process, one worker, Ray not needed)."""
+    backend: str = "auto"
+    """auto (local for one worker without RAY_ADDRESS, else ray), ray (Ray Train workers) or local
+    (this process, one worker, Ray not imported)."""
     wait_for_workers_s: float = 300.0
     """With RAY_ADDRESS set: how long to wait for the cluster to hold the GPUs (or CPU slots) the
     workers need, e.g. while it autoscales, before giving up with one line."""
 
     def __post_init__(self):
-        if self.backend not in ("ray", "local"):
-            raise ValueError("run.backend must be ray or local")
+        if self.backend not in ("auto", "ray", "local"):
+            raise ValueError("run.backend must be auto, ray or local")
         if not self.wait_for_workers_s >= 0:
             raise ValueError("run.wait_for_workers_s must be >= 0")
 
@@ -327,7 +329,7 @@ class Config:
     run: RunSection = field(default_factory=RunSection)
 
     def __post_init__(self):
-        if self.run.backend == "local" and self.train.workers != 1:
+        if self.run.backend == "local" and self.train.workers not in (None, 1):
             raise ValueError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
         hash_triton = self.model.name == "hashgrid" and self.model.hash_backend == "triton"
         if hash_triton and self.train.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -350,6 +352,11 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
                 raise ConfigError(f"config file {path} must hold sections of keys (data:, model:, …)")
             layers.append(OmegaConf.create(content or {}))
         for item in overrides:
+            if item.startswith(("+", "~")):
+                raise ConfigError(
+                    f"override {item!r}: Hydra's +key / ~key forms are not needed here, every key exists"
+                    " already (see --help-config); write key=value, or the key's default to reset it"
+                )
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
         layers.append(OmegaConf.from_dotlist(list(overrides)))

@@ -2,7 +2,7 @@
 chunk size and not by the number of coordinates. Pure tensor functions: the all-reduce that
 turns a shard's ``J_wᵀ r_w`` into the global ``v`` happens in the caller.
 
-NTK score of coordinate i (design §2): s_i = ‖(J Jᵀ r)_i‖² summed over channels, computed as
+NTK score of coordinate i (``docs/method.md``): s_i = ‖(J Jᵀ r)_i‖² summed over channels, computed as
 v = Jᵀ r (a VJP, accumulated chunk by chunk) and w = J v (a JVP per chunk); K = J Jᵀ is never
 formed.
 

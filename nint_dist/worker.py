@@ -479,6 +479,10 @@ class Trainer:
             "ms_per_step": 1000.0 * self.train_seconds / max(self.step, 1),
             "compile_seconds": self.compile_seconds,
             "workers": self.rt.world_size,
+            "device": self.rt.device.type,
+            "device_name": (
+                torch.cuda.get_device_name(self.rt.device) if self.rt.device.type == "cuda" else "cpu"
+            ),
             "sampler": cfg.sampler.name,
             "num_points": self.spec.num_points,
             "peak_memory_max_bytes": result["peak_memory_max_bytes"],

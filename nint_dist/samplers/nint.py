@@ -18,8 +18,8 @@ Why a fresh pool and not cached residuals: residual ranks change fast. A cache k
 for free (every trained sample's residual from the training forward pass) or re-measured
 every few steps, used either as a hard set or as sampling weights, lost to plain uniform
 sampling (BENCHMARKS.md, "Levers measured on the CPU that did not pay"); the same was seen
-for a hard set refreshed every m steps (design §8). A pool measured at the current parameters
-keeps the ranking exact for the candidates it holds.
+for a hard set refreshed every m steps. A pool measured at the current parameters keeps the
+ranking exact for the candidates it holds.
 
 The draw comes from the (seed, step) generator that every worker evaluates identically, and
 each worker scores the pool entries it owns, so the selection does not depend on the worker

@@ -10,7 +10,7 @@ On a shared machine the clock is the noisy part: the PSNR curves repeat exactly 
 ``--repeats`` times, the repeats interleaved (round r runs every variant once before round r + 1
 starts), and each evaluation's time is the median over the repeats.
 
-    python benchmarks/equal_seconds.py nint nint:sampler.pool_factor=2 --repeats 3 --out eqsec
+    python benchmarks/equal_seconds.py nint nint:sampler.pool_factor=2 --data DATA --repeats 3 --out eqsec
 
 A variant is ``STRATEGY[:KEY=VALUE,KEY=VALUE...]``. Writes ``equal_seconds.json`` and prints a
 markdown table.
@@ -24,13 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nint_dist.bench import DEFAULT_DATA, PRESETS, machine, prepare_signal, run_one, value_at
+from nint_dist.bench import PRESETS, machine, one_line, parse_variant, prepare_signal, run_one, value_at
 from nint_dist.errors import UserError, run_cli
-
-
-def parse_variant(text: str) -> tuple[str, list[str]]:
-    strategy, _, settings = text.partition(":")
-    return strategy, [s for s in settings.split(",") if s]
 
 
 def median_curve(curves: list[dict]) -> dict:
@@ -62,29 +57,42 @@ def equal_seconds(args: argparse.Namespace) -> int:
     }
     runs = {"uniform": ("uniform", [f"train.steps={args.reference_steps}"])} | variants
     curves: dict[tuple[str, str, int], list[dict]] = {}
+    failed: dict[str, str] = {}
     for repeat in range(args.repeats):
         for name, (strategy, settings) in runs.items():
             for label, store in stores.items():
                 for seed in preset.seeds:
                     tag = f"{label}-{name.replace(':', '_').replace('=', '-').replace(',', '_')}-{seed}"
-                    result = run_one(
-                        store,
-                        out / "runs" / f"r{repeat}" / tag,
-                        strategy,
-                        seed,
-                        [*preset.overrides, *settings],
-                        "cpu",
-                        preset.clock,
-                    )
+                    if name in failed:
+                        continue
+                    try:
+                        result = run_one(
+                            store,
+                            out / "runs" / f"r{repeat}" / tag,
+                            strategy,
+                            seed,
+                            [*preset.overrides, *settings],
+                            "cpu",
+                            preset.clock,
+                        )
+                    except Exception as e:  # recorded as the variant's result, not dropped
+                        failed[name] = f"{label} seed {seed}: {one_line(e)}"
+                        print(f"repeat {repeat}: {name} failed: {failed[name]}", file=sys.stderr)
+                        continue
                     curves.setdefault((name, label, seed), []).append(result["curve"])
                     print(
                         f"repeat {repeat}: {name} {label} seed {seed}: {result['ms_per_step']:.1f} ms/step",
                         file=sys.stderr,
                     )
 
+    if "uniform" in failed:
+        raise RuntimeError(f"the uniform reference failed: {failed['uniform']}")
     medians = {key: median_curve(value) for key, value in curves.items()}
     rows = []
     for name in variants:
+        if name in failed:
+            rows.append({"variant": name, "error": failed[name], "runs": {}, "mean_delta": None})
+            continue
         deltas = {}
         for label in stores:
             for seed in preset.seeds:
@@ -121,12 +129,15 @@ def equal_seconds(args: argparse.Namespace) -> int:
 
 
 def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0]["runs"]) if rows else []
+    keys = next((list(row["runs"]) for row in rows if row["runs"]), [])
     lines = [
         "| variant | " + " | ".join(keys) + " | mean |",
         "|---|" + "---|" * (len(keys) + 1),
     ]
     for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['variant']} | failed: {row['error']} |" + " |" * len(keys))
+            continue
         cells = []
         for key in keys:
             d = row["runs"][key]
@@ -149,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-steps", type=int, default=1000, help="uniform sampling's steps")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of the test signals")
+    parser.add_argument("--data", required=True, help="folder of the test signals (images/div2k/01.png, …)")
     parser.add_argument("--out", default="equal-seconds")
     args = parser.parse_args(argv)
     args.argv = argv

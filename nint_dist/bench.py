@@ -5,7 +5,9 @@ training clock paused during evaluation.
 Writes into ``--out``: ``results.json`` and ``curves.csv`` (PSNR and SSIM against steps and
 against training seconds), ``<signal>.png`` (one figure per signal, one line per strategy, the
 seed spread shaded) and ``tables.md`` (time to 25/30/35 dB, PSNR at fixed steps and at fixed
-training seconds). A run whose ``final.json`` exists is reused, so an interrupted bench resumes.
+training seconds). A finished run is reused (an interrupted bench resumes) only when its configuration, the
+package version and the package's code are those of the new run (``run_key.json``); a run that
+fails is recorded with its error in ``results.json`` and ``tables.md``, not dropped.
 """
 
 import argparse
@@ -28,7 +30,9 @@ CLOCKS = {
     "wall": "training seconds, wall clock, evaluation excluded",
     "cpu": "CPU seconds of the training steps, evaluation excluded",
 }
-DEFAULT_DATA = Path("../shared/data")
+BUNDLED_SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.png"
+"""The quickstart photograph shipped with the package (Kodak kodim05 at 192x128): the smoke
+preset needs no data folder."""
 
 
 @dataclass
@@ -36,7 +40,7 @@ class Preset:
     """A complete benchmark setting; ``overrides`` are config ``key=value`` pairs for every run."""
 
     signals: dict[str, tuple[str, int | None]]
-    """label → (image path relative to the data folder, long side in pixels or None for as is)."""
+    """label → (image path relative to ``--data`` or absolute, long side in pixels or None for as is)."""
     strategies: list[str]
     seeds: list[int]
     overrides: list[str]
@@ -54,7 +58,7 @@ ALL_STRATEGIES = ["full", "uniform", "nint-paper", "nint", "int", "egra", "soft"
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
-        signals={"div2k-01@48": ("images/div2k/01.png", 48)},
+        signals={"kodim05@48": (str(BUNDLED_SAMPLE), 48)},
         strategies=ALL_STRATEGIES,
         seeds=[42],
         overrides=["model.layers=3", "model.width=32", "train.lr=1e-3", "train.steps=40", "log.every=10"],
@@ -260,6 +264,30 @@ def bench_trainer_class():
     return BenchTrainer
 
 
+RUN_KEY = "run_key.json"
+
+
+def code_digest() -> str:
+    """SHA-256 over the package's Python sources: a finished run made by other code is not reused."""
+    import hashlib
+
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_key(cfg) -> dict:
+    """What a finished run must match to be reused: its whole configuration (the run directory
+    aside), the package version and the code."""
+    from nint_dist import __version__
+
+    config = cfg.to_dict()
+    config["run"] = {k: v for k, v in config["run"].items() if k != "dir"}
+    return {"version": __version__, "code": code_digest(), "config": config}
+
+
 def run_one(
     store: Path,
     run_dir: Path,
@@ -269,32 +297,39 @@ def run_one(
     device: str,
     clock: str = "wall",
 ) -> dict:
-    """One fit through the Trainer; returns its curve from metrics.jsonl and its final.json."""
+    """One fit through the Trainer; returns its curve from metrics.jsonl and its final.json. A
+    finished run in ``run_dir`` is reused when its ``run_key.json`` matches this one's."""
     import torch
 
     from nint_dist.config import load_config
     from nint_dist.worker import Runtime
 
-    if not (run_dir / "final.json").exists():
+    cfg = load_config(
+        None,
+        [
+            f"data.path={store}",
+            f"run.dir={run_dir}",
+            f"sampler.name={strategy}",
+            f"train.seed={seed}",
+            "run.backend=local",
+            "log.tensorboard=false",
+            "log.progress=false",
+            "log.eval_share=0",  # every row: the curves are compared
+            *overrides,
+        ],
+    )
+    key = json.loads(json.dumps(run_key(cfg)))  # as it reads back from the file
+    try:
+        reusable = (run_dir / "final.json").exists() and json.loads((run_dir / RUN_KEY).read_text()) == key
+    except (OSError, ValueError):
+        reusable = False
+    if not reusable:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        cfg = load_config(
-            None,
-            [
-                f"data.path={store}",
-                f"run.dir={run_dir}",
-                f"sampler.name={strategy}",
-                f"train.seed={seed}",
-                "run.backend=local",
-                "log.tensorboard=false",
-                "log.progress=false",
-                "log.eval_share=0",  # every row: the curves are compared
-                *overrides,
-            ],
-        )
         use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
         bench_trainer_class()(cfg, Runtime(0, 1, torch.device("cuda" if use_cuda else "cpu"))).fit()
+        (run_dir / RUN_KEY).write_text(json.dumps(key, indent=1) + "\n")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     final = json.loads((run_dir / "final.json").read_text())
     curve = {
@@ -304,6 +339,12 @@ def run_one(
     curve["seconds"] = curve["cpu_seconds" if clock == "cpu" else "train_seconds"]
     ms_per_step = 1000.0 * curve["seconds"][-1] / max(curve["step"][-1], 1)
     return {"ms_per_step": ms_per_step, "final": final, "curve": curve}
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``STRATEGY[:KEY=VALUE,KEY=VALUE...]`` → (strategy, overrides)."""
+    strategy, _, settings = text.partition(":")
+    return strategy, [s for s in settings.split(",") if s]
 
 
 def write_csv(runs: list[dict], path: Path) -> None:
@@ -356,6 +397,11 @@ def plot(runs: list[dict], folder: Path, clock: str = "wall") -> list[Path]:
     return paths
 
 
+def one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
 def bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -376,10 +422,16 @@ def bench(args: argparse.Namespace) -> int:
         raise UserError(f"unknown signal; the preset has: {', '.join(preset.signals)}")
     seeds = args.seeds or preset.seeds
     overrides = [*preset.overrides, *([f"train.steps={args.steps}"] if args.steps else []), *args.set]
+    needs_data = [rel for rel, _ in signals.values() if not Path(rel).is_absolute()]
+    if needs_data and args.data is None:
+        raise UserError(
+            f"the {args.preset} preset reads {', '.join(needs_data)} from a folder of test signals;"
+            " pass it with --data DIR"
+        )
     out = Path(args.out or f"bench-{args.preset}")
     (out / "signals").mkdir(parents=True, exist_ok=True)
     stores = {
-        label: prepare_signal(Path(args.data) / rel, side, out / "signals")
+        label: prepare_signal(Path(args.data or ".") / rel, side, out / "signals")
         for label, (rel, side) in signals.items()
     }
 
@@ -404,19 +456,23 @@ def bench(args: argparse.Namespace) -> int:
             args.device,
         )
         shutil.rmtree(warmup)
-    runs = []
+    runs, failed = [], []
     with tqdm(jobs, unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         for label, strategy, seed in bar:
             bar.set_postfix_str(f"{label} {strategy} seed {seed}")
-            result = run_one(
-                stores[label],
-                out / "runs" / f"{label}-{strategy}-{seed}",
-                strategy,
-                seed,
-                overrides,
-                args.device,
-                preset.clock,
-            )
+            try:
+                result = run_one(
+                    stores[label],
+                    out / "runs" / f"{label}-{strategy}-{seed}",
+                    strategy,
+                    seed,
+                    overrides,
+                    args.device,
+                    preset.clock,
+                )
+            except Exception as e:  # a failed run is a result: recorded, and the bench goes on
+                failed.append({"signal": label, "strategy": strategy, "seed": seed, "error": one_line(e)})
+                continue
             runs.append({"signal": label, "strategy": strategy, "seed": seed, **result})
 
     table = summarise(runs, preset)
@@ -430,7 +486,8 @@ def bench(args: argparse.Namespace) -> int:
         "clock": preset.clock,
         "threads": threads,
     }
-    (out / "results.json").write_text(json.dumps({**meta, "summary": table, "runs": runs}, indent=1) + "\n")
+    results = {**meta, "summary": table, "runs": runs, "failed": failed}
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_csv(runs, out / "curves.csv")
     figures = plot(runs, out, preset.clock)
     header = (
@@ -439,7 +496,12 @@ def bench(args: argparse.Namespace) -> int:
         f"Settings: {' '.join(overrides)}. Time axis: {CLOCKS[preset.clock]}"
         f"{f'; torch threads: {threads}' if threads else ''}.\n\n"
     )
-    (out / "tables.md").write_text(header + markdown_tables(table, preset))
+    failures = "".join(
+        f"\nFailed: {f['signal']} {f['strategy']} seed {f['seed']}: {f['error']}" for f in failed
+    )
+    (out / "tables.md").write_text(
+        header + markdown_tables(table, preset) + failures + ("\n" if failed else "")
+    )
     print(f"tables:  {out / 'tables.md'}\ncurves:  {out / 'curves.csv'}, {out / 'results.json'}")
     print("figures: " + ", ".join(str(p) for p in figures))
     return 0
@@ -456,7 +518,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's)")
     parser.add_argument("--steps", type=int, help="override train.steps")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further config overrides")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of the test signals")
+    parser.add_argument(
+        "--data",
+        help="folder the preset's image paths are relative to (the cpu and gpu-paper presets:"
+        " images/div2k/NN.png, images/kodak/kodimNN.png); the smoke preset uses the bundled sample",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (default: the preset's)")
     parser.add_argument("--warmup-steps", type=int, default=5, help="untimed warm-up fit first (0: none)")

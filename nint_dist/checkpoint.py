@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from nint_dist.errors import RunFailed, UserError
+
 FOLDER = "checkpoints"
 STATE = "state.pt"
 CHECKSUM = "state.sha256"
@@ -91,4 +93,30 @@ def prune(run_dir: str | Path, keep: int) -> list[Path]:
 
 
 def load(folder: Path, device: torch.device | str = "cpu") -> dict:
-    return torch.load(folder / STATE, map_location=device, weights_only=False)
+    """The state in ``folder``, read with ``weights_only=True``: tensors and plain containers
+    only, so a checkpoint someone hands over cannot run code when it is loaded. Anything else
+    in it is refused with one line (``UserError``)."""
+    import pickle
+
+    try:
+        return torch.load(folder / STATE, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        what = f"it refers to {found.group(1)}" if found else "not a weights-only file"
+        raise UserError(
+            f"checkpoint {folder} holds objects other than tensors and plain containers ({what});"
+            " refusing to load it, since loading it could run code"
+        ) from None
+
+
+def intact_or_none(run_dir: str | Path) -> Path | None:
+    """The newest intact checkpoint, None when the run has none at all; ``RunFailed`` when it has
+    checkpoints but every one is damaged (a restarted run must not silently begin again)."""
+    found = latest(run_dir)
+    root = Path(run_dir) / FOLDER
+    if found is None and root.is_dir() and any(_NAME.match(p.name) for p in root.iterdir() if p.is_dir()):
+        raise RunFailed(
+            f"every checkpoint in {root} is damaged (missing or checksum mismatch); nothing to resume"
+            " from: start a new run.dir"
+        )
+    return found

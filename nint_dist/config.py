@@ -6,15 +6,19 @@ import datetime
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from nint_dist.errors import UserError
 from nint_dist.schedules import INTERVALS, RATIO_SCHEDULES
 
+NTK_SCORES = ("paper", "reference-code")
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A user mistake in the configuration or the command line (one line, exit status 2)."""
 
 
@@ -34,11 +38,19 @@ class DataConfig:
     ``.npy``, WAV or an OBJ mesh (see ``python -m nint_dist.ingest``)."""
     resolution: int = 128
     """OBJ meshes: grid points per axis of the signed-distance volume."""
-    verify: bool = True
-    """Check each worker's chunks against the checksums recorded at ingestion when loading."""
+    verify: Any = True
+    """Check each worker's chunks against the checksums recorded at ingestion when loading:
+    true (a store without usable checksums is trained on with one warning), false (no check) or
+    strict (a store without usable checksums is refused)."""
     source: str = ""
     """Set by launch: the input the run was started from (data.path then points at the signal
     store the run trains on). A resumed run must name the same input."""
+
+    def __post_init__(self):
+        if isinstance(self.verify, str) and self.verify.lower() in ("true", "false"):
+            self.verify = self.verify.lower() == "true"
+        if not any(self.verify is v for v in (True, False)) and self.verify != "strict":
+            raise ValueError(f"data.verify must be true, false or strict, not {self.verify!r}")
 
 
 @dataclass
@@ -111,6 +123,10 @@ class SamplerConfig:
     """nint-paper: NTK scoring stops for good once the share falls below this."""
     ntk_share_rule: str = "code"
     """nint-paper: 'code' (the reference code's floor-division precedence) or 'paper'."""
+    ntk_score: str = "paper"
+    """nint-paper, nint: what the NTK share ranks. 'paper': ‖(J Jᵀ r)_i‖², the paper's rule;
+    'reference-code': ‖f(x_i)‖², what the authors' code computes (it keeps the primal output of
+    its JVP) and what produced the paper's tables."""
     pool_factor: float = 3.0
     """nint: residuals are ranked over a fresh uniform pool of about pool_factor·k coordinates per
     re-selection (k = the batch size); 0 ranks all N, as nint-paper does."""
@@ -168,6 +184,8 @@ class SamplerConfig:
             raise ValueError("sampler.random_share and sampler.ntk_share must be in [0, 1]")
         if self.ntk_share_rule not in ("code", "paper"):
             raise ValueError("sampler.ntk_share_rule must be 'code' or 'paper'")
+        if self.ntk_score not in NTK_SCORES:
+            raise ValueError(f"sampler.ntk_score must be one of {NTK_SCORES}, not {self.ntk_score!r}")
         if self.pool_factor < 0 or self.score_precision not in ("full", "tf32", "half"):
             raise ValueError(
                 "sampler.pool_factor must be >= 0 and sampler.score_precision full, tf32 or half"
@@ -197,10 +215,11 @@ class TrainConfig:
     """Adam learning rate."""
     seed: int = 42
     """Seeds the model's initialisation and every random pick."""
-    workers: int = 1
-    """Ray Train workers, one per GPU (or per CPU slot)."""
+    workers: int | None = None
+    """Workers, one per GPU (or per CPU slot). null: one per visible GPU (the local machine's, or
+    the Ray cluster's under RAY_ADDRESS), at least 1; 1 with train.device=cpu."""
     device: str = "auto"
-    """auto (GPUs when the cluster has them), cpu or cuda."""
+    """auto (GPUs when there are any: then every worker needs one), cpu or cuda."""
     dtype: str = "float32"
     """float32 or float64 (exactness tests)."""
     checkpoint_every: int = 0
@@ -252,7 +271,7 @@ class TrainConfig:
             raise ValueError("train.max_seconds must be positive (or null for no budget)")
         if self.lr <= 0:
             raise ValueError("train.lr must be positive")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ValueError("train.workers must be at least 1")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError("train.device must be auto, cpu or cuda")
@@ -320,12 +339,18 @@ class LogConfig:
 class RunSection:
     dir: str = "runs/run"
     """Output directory; must not already hold a run."""
-    backend: str = "ray"
-    """ray (Ray Train workers) or local (this process, one worker, Ray not needed)."""
+    backend: str = "auto"
+    """auto (local for one worker without RAY_ADDRESS, else ray), ray (Ray Train workers) or local
+    (this process, one worker, Ray not imported)."""
+    wait_for_workers_s: float = 300.0
+    """With RAY_ADDRESS set: how long to wait for the cluster to hold the GPUs (or CPU slots) the
+    workers need, e.g. while it autoscales, before giving up with one line."""
 
     def __post_init__(self):
-        if self.backend not in ("ray", "local"):
-            raise ValueError("run.backend must be ray or local")
+        if self.backend not in ("auto", "ray", "local"):
+            raise ValueError("run.backend must be auto, ray or local")
+        if not self.wait_for_workers_s >= 0:
+            raise ValueError("run.wait_for_workers_s must be >= 0")
 
 
 @dataclass
@@ -338,7 +363,7 @@ class Config:
     run: RunSection = field(default_factory=RunSection)
 
     def __post_init__(self):
-        if self.run.backend == "local" and self.train.workers != 1:
+        if self.run.backend == "local" and self.train.workers not in (None, 1):
             raise ValueError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
         hash_triton = self.model.name == "hashgrid" and self.model.hash_backend == "triton"
         if hash_triton and self.train.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -361,6 +386,11 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
                 raise ConfigError(f"config file {path} must hold sections of keys (data:, model:, …)")
             layers.append(OmegaConf.create(content or {}))
         for item in overrides:
+            if item.startswith(("+", "~")):
+                raise ConfigError(
+                    f"override {item!r}: Hydra's +key / ~key forms are not needed here, every key exists"
+                    " already (see --help-config); write key=value, or the key's default to reset it"
+                )
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
         layers.append(OmegaConf.from_dotlist(list(overrides)))

@@ -19,10 +19,10 @@ from urllib.parse import unquote, urlparse
 
 from nint_dist.checkpoint import FOLDER as CHECKPOINT_FOLDER
 from nint_dist.config import Config, load_config, to_yaml
-from nint_dist.errors import UserError, run_cli
+from nint_dist.errors import RunFailed, UserError, run_cli
 from nint_dist.ingest import load_source, write_signal
 from nint_dist.runlog import STOP_FILE
-from nint_dist.signal import open_signal, shard_rows
+from nint_dist.signal import open_signal, shard_rows, verifiable_checksums
 
 
 def resolve_signal(cfg: Config):
@@ -44,13 +44,15 @@ def resolve_signal(cfg: Config):
         if not path.exists():
             raise UserError(f"data.path not found: {path}")
         try:
-            _, spec = open_signal(path)
+            store, spec = open_signal(path)
         except (OSError, KeyError, ValueError) as e:
             raise UserError(
                 f"data.path {path} is not a readable signal store ({str(e).splitlines()[0]})"
             ) from None
+        if cfg.data.verify:  # said once here, before anything is written; the workers stay quiet
+            verifiable_checksums(store, spec, strict=cfg.data.verify == "strict", warn=True)
         return None, spec
-    array, spec = load_source(path, resolution=cfg.data.resolution, workers=cfg.train.workers)
+    array, spec = load_source(path, resolution=cfg.data.resolution, workers=cfg.train.workers or 1)
     return array, spec
 
 
@@ -155,8 +157,21 @@ def check_run_dir_location(cfg: Config) -> None:
 def launch(
     config_path: str | None, overrides: list[str], verbose: bool = False, resume: str | None = None
 ) -> int:
-    """Fit a run; with ``resume`` (a run directory) continue it from its own saved config, the
-    overrides applied on top."""
+    """Fit and print the summary; with ``resume`` (a run directory) continue it from its own
+    saved config, the overrides applied on top. A run stopped by SIGINT/SIGTERM (checkpointed,
+    no final.json) prints how to resume it and exits with 130."""
+    run_dir = fit(config_path, overrides, verbose, resume)
+    if not (run_dir / "final.json").exists():
+        print_interrupted(run_dir)
+        return 130
+    print_summary(run_dir)
+    return 0
+
+
+def fit(
+    config_path: str | None, overrides: list[str], verbose: bool = False, resume: str | None = None
+) -> Path:
+    """Validate, prepare the run directory and train; returns the run directory."""
     if resume is not None:
         config_path, pinned = resume_overrides(resume)
         overrides = [*overrides, *pinned]
@@ -164,6 +179,7 @@ def launch(
     check_run_dir_location(cfg)
     if not cfg.data.source:  # a run's saved config keeps the input it was started from
         cfg.data.source = cfg.data.path if is_store_url(cfg.data.path) else str(Path(cfg.data.path).resolve())
+    place(cfg, verbose)
     run_dir = Path(cfg.run.dir)
     if (run_dir / "config.yaml").exists():
         use_gpu = prepare_backend(cfg, verbose)
@@ -189,8 +205,11 @@ def launch(
     cfg.run.dir = str(run_dir.resolve())
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
-    progress = Progress(run_dir, cfg.train.steps, enabled=cfg.log.progress, max_seconds=cfg.train.max_seconds)
-    with progress, StopOnSignal(run_dir) as stopper:
+    where = f"{device_of(cfg, use_gpu)} x {cfg.train.workers} worker(s)"
+    progress = Progress(
+        run_dir, cfg.train.steps, enabled=cfg.log.progress, desc=where, max_seconds=cfg.train.max_seconds
+    )
+    with progress, StopOnSignal(run_dir):
         if cfg.run.backend == "local":
             run_local(cfg)
         else:
@@ -199,11 +218,7 @@ def launch(
         from nint_dist import checkpoint
 
         checkpoint.prune(run_dir, cfg.train.keep_checkpoints)
-    if stopper.requested and not (run_dir / "final.json").exists():
-        print_interrupted(run_dir)
-        return 130
-    print_summary(run_dir)
-    return 0
+    return run_dir.resolve()
 
 
 class StopOnSignal:
@@ -282,6 +297,55 @@ def run_local(cfg: Config) -> None:
     run(cfg, Runtime(0, 1, device))
 
 
+def visible_gpus(cfg: Config, verbose: bool = False) -> int:
+    """GPUs the workers could use: the Ray cluster's under ``RAY_ADDRESS`` (joined here), else
+    this machine's."""
+    if os.environ.get("RAY_ADDRESS") and cfg.run.backend != "local":
+        import ray
+
+        join_ray(os.environ["RAY_ADDRESS"], verbose)
+        return int(ray.cluster_resources().get("GPU", 0))
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def place(cfg: Config, verbose: bool = False) -> None:
+    """Fill in ``train.workers`` (one per visible GPU, at least 1) and ``run.backend`` (local for
+    one worker without ``RAY_ADDRESS``, else ray), and refuse GPU requests the machine cannot
+    meet, before anything is written. A cluster under ``RAY_ADDRESS`` may autoscale, so its
+    current GPU count only sets the default."""
+    address = os.environ.get("RAY_ADDRESS")
+    gpus = 0 if cfg.train.device == "cpu" else visible_gpus(cfg, verbose)
+    if cfg.train.workers is None:
+        cfg.train.workers = max(1, gpus)
+    workers = cfg.train.workers
+    if cfg.run.backend == "auto":
+        cfg.run.backend = "local" if workers == 1 and not address else "ray"
+    if cfg.run.backend == "local" and workers != 1:
+        raise UserError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
+    if address and cfg.run.backend == "ray":
+        return
+    if cfg.train.device == "cuda" and gpus == 0:
+        raise UserError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
+    if 0 < gpus < workers:
+        raise UserError(
+            f"train.workers={workers} asks for {workers} GPU workers but {gpus} GPU(s) are visible;"
+            f" use train.workers={gpus}, or train.device=cpu to train on CPU cores"
+        )
+
+
+def device_of(cfg: Config, use_gpu: bool) -> str:
+    """What the run trains on, in words (for the plan and the summary)."""
+    if not use_gpu:
+        return "cpu"
+    if cfg.run.backend == "local" or not os.environ.get("RAY_ADDRESS"):
+        import torch
+
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return "cuda"
+
+
 def prepare_backend(cfg: Config, verbose: bool) -> bool:
     """Make sure the workers can run, before anything is written. Returns whether they get GPUs."""
     if cfg.run.backend == "ray":
@@ -320,24 +384,11 @@ def connect_ray(cfg: Config, verbose: bool) -> bool:
 
     workers = cfg.train.workers
     address = os.environ.get("RAY_ADDRESS")
-    if address and not ray.is_initialized():
-        check_reachable(address)
-    if not ray.is_initialized():
-        extra = (
-            {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
-        )
-        try:
-            ray.init(
-                address=address,
-                logging_level=logging.INFO if verbose else logging.ERROR,
-                log_to_driver=verbose,
-                **extra,
-            )
-        except ConnectionError as e:
-            raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    join_ray(address, verbose, workers)
     gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and gpus >= workers)
-    # A running cluster may autoscale: its GPU nodes join once Ray Train asks for them.
+    use_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and gpus > 0)
+    if address:  # a running cluster may autoscale: wait for its nodes, up to a deadline
+        wait_for_resources("GPU" if use_gpu else "CPU", workers, cfg.run.wait_for_workers_s, address)
     if use_gpu and gpus < workers and not address:
         raise UserError(f"train.device=cuda needs {workers} GPUs but the Ray cluster has {int(gpus)}")
     cpus = ray.cluster_resources().get("CPU", 0)
@@ -346,15 +397,61 @@ def connect_ray(cfg: Config, verbose: bool) -> bool:
             f"train.workers={workers} needs {workers} CPU slots but the Ray cluster has {int(cpus)};"
             " lower train.workers or add nodes"
         )
+    cores = os.cpu_count() or 1
+    if not use_gpu and not address and workers > cores:
+        print(
+            f"warning: train.workers={workers} on {cores} CPU cores: the workers share the cores and"
+            " every step waits for the slowest; fewer workers train faster here",
+            file=sys.stderr,
+        )
     return use_gpu
+
+
+def wait_for_resources(kind: str, needed: int, deadline_s: float, address: str) -> None:
+    """Return once the cluster holds ``needed`` of ``kind`` (GPU or CPU); ``UserError`` after
+    ``deadline_s`` seconds without them (``run.wait_for_workers_s``)."""
+    import time
+
+    import ray
+
+    start = time.monotonic()
+    while (have := ray.cluster_resources().get(kind, 0)) < needed:
+        if time.monotonic() - start >= deadline_s:
+            raise UserError(
+                f"the Ray cluster at {address} has {int(have)} {kind}s and train.workers={needed} needs"
+                f" {needed}; none joined within run.wait_for_workers_s={deadline_s:g} s"
+            )
+        time.sleep(min(2.0, max(deadline_s / 10, 0.1)))
+
+
+def join_ray(address: str | None, verbose: bool, workers: int = 1) -> None:
+    """Connect to the cluster at ``address``, or start a local Ray with a CPU slot per worker."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        check_reachable(address)
+    extra = {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
+    try:
+        ray.init(
+            address=address,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+            log_to_driver=verbose,
+            **extra,
+        )
+    except ConnectionError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
 
 
 def run_on_ray(cfg: Config, use_gpu: bool) -> None:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from nint_dist.worker import train_worker
+    from nint_dist.worker import FAILURE, train_worker
 
+    failure = Path(cfg.run.dir) / FAILURE
+    failure.unlink(missing_ok=True)  # a resumed run's previous failure is not this one's
     workers = cfg.train.workers
     trainer = TorchTrainer(
         train_worker,
@@ -375,7 +472,33 @@ def run_on_ray(cfg: Config, use_gpu: bool) -> None:
     try:
         trainer.fit()
     except Exception as e:  # Ray wraps the worker's exception; show the root cause in one line
-        raise RuntimeError(f"training failed: {_root_cause(e)}") from e
+        raise RunFailed(f"training failed: {_root_cause(e)}{_hung_workers(cfg)}") from e
+    if failure.exists():  # the workers stopped on purpose; retrying would fail the same way
+        raise RunFailed(json.loads(failure.read_text())["error"])
+
+
+def _hung_workers(cfg: Config) -> str:
+    """When some workers saw a collective fail (time out), the ones that did not are the ones that
+    never reached it: named from RUN_DIR/workers/rank_R.json. Empty when nothing says so."""
+    records = {}
+    for rank in range(cfg.train.workers):
+        try:
+            records[rank] = json.loads((Path(cfg.run.dir) / "workers" / f"rank_{rank}.json").read_text())
+        except (OSError, ValueError):
+            records[rank] = {}
+    waited = [r for r, rec in records.items() if rec.get("collective_failed")]
+    if not waited:
+        return ""
+    hung = [
+        f"worker {r} (pid {rec.get('pid', '?')} on {rec.get('host', '?')})"
+        for r, rec in records.items()
+        if r not in waited
+    ]
+    return (
+        f" [{', '.join(hung) or 'no worker'} did not reach the collective that worker"
+        f"{'s' * (len(waited) > 1)} {', '.join(map(str, waited))} waited"
+        f" train.collective_timeout_s={cfg.train.collective_timeout_s:g} s for]"
+    )
 
 
 def _root_cause(e: BaseException) -> str:
@@ -391,8 +514,14 @@ class Progress:
     end at, so that its ETA is whichever limit comes first."""
 
     def __init__(
-        self, run_dir: Path, total_steps: int, enabled: bool = True, max_seconds: float | None = None
+        self,
+        run_dir: Path,
+        total_steps: int,
+        enabled: bool = True,
+        desc: str | None = None,
+        max_seconds: float | None = None,
     ):
+        self.desc = desc  # where the run trains: device and workers
         self.path = run_dir / "metrics.jsonl"
         self.total = total_steps
         self.max_seconds = max_seconds
@@ -413,7 +542,7 @@ class Progress:
     def _follow(self) -> None:
         from tqdm import tqdm
 
-        bar = tqdm(total=self.total, unit="step", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=self.total, unit="step", dynamic_ncols=True, file=sys.stderr, desc=self.desc)
         offset = 0
         while True:
             stopping = self._stop.wait(0.5)
@@ -459,9 +588,11 @@ def print_summary(run_dir: Path) -> None:
     metrics = "  ".join(
         f"{key} {final[key]:.4g}" for key in ("si_snr", "psnr", "ssim", "iou", "chamfer") if key in final
     )
+    device = final.get("device_name") or final.get("device", "")
     lines = [
-        f"done: {final['steps']} steps on {final['workers']} worker(s), {final['train_seconds']:.1f} s of"
-        f" training ({final['ms_per_step']:.1f} ms/step), sampler {final['sampler']}",
+        f"done: {final['steps']} steps on {final['workers']} worker(s) ({device}),"
+        f" {final['train_seconds']:.1f} s of training ({final['ms_per_step']:.1f} ms/step),"
+        f" sampler {final['sampler']}",
         f"final:           {metrics}",
         f"run directory:   {run_dir}",
     ]
@@ -474,24 +605,59 @@ def print_summary(run_dir: Path) -> None:
         f"checkpoints:     {run_dir / 'checkpoints'}  (resume: python -m nint_dist.launch --resume {run_dir})"
     )
     if (run_dir / "tensorboard").exists():
-        lines.append(f"TensorBoard:     tensorboard --logdir {run_dir / 'tensorboard'}")
+        # the environment's own tensorboard when it is not on PATH (a venv that is not activated)
+        tensorboard = shutil.which("tensorboard") or Path(sys.executable).parent / "tensorboard"
+        lines.append(f"TensorBoard:     {tensorboard} --logdir {run_dir / 'tensorboard'}")
     print("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nint_dist.launch", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m nint_dist.launch") -> int:
+    from nint_dist import __version__, cli
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Fit an INR: validate the config, prepare the run directory, then train with Ray Train"
+        " workers (or in this process with one worker).",
+        epilog=cli.OVERRIDE_HELP
+        + " Resume a run with --resume RUN_DIR (or by launching again with its run.dir).",
+    )
     parser.add_argument("config", nargs="?", help="YAML config file (e.g. configs/quickstart.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=500")
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue RUN_DIR with its own saved config (then only overrides)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
+    parser.add_argument(
+        "--help-config",
+        nargs="?",
+        const="",
+        metavar="PREFIX",
+        help="list every config key (or those under PREFIX, e.g. train) with type, default and meaning",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit without running"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and print the plan (signal, shards per worker, device, memory); write nothing",
+    )
+    parser.add_argument("--version", action="version", version=f"nint_dist {__version__}")
     args = parser.parse_args(argv)
-    if args.resume is not None and args.config is not None:  # every positional is an override then
+    if args.help_config is not None:
+        return run_cli(lambda: print(cli.help_config(args.help_config)) or 0)
+    if args.resume is not None:  # every positional is an override then
+        overrides = [args.config, *args.overrides] if args.config is not None else args.overrides
+        return run_cli(lambda: launch(None, overrides, args.verbose, args.resume), args.verbose)
+    if args.config is None:
+        parser.error("the config file is required (e.g. configs/quickstart.yaml), or --resume RUN_DIR")
+    if "=" in args.config:  # overrides only: no config file
         args.overrides, args.config = [args.config, *args.overrides], None
-    if args.resume is None and args.config is None:
-        parser.error("a config file is required (or --resume RUN_DIR)")
-    return run_cli(lambda: launch(args.config, args.overrides, args.verbose, args.resume))
+    if args.print_config:
+        return run_cli(lambda: print(cli.print_config(args.config, args.overrides)) or 0)
+    if args.dry_run:
+        return run_cli(lambda: print(cli.plan(args.config, args.overrides)) or 0)
+    return run_cli(lambda: launch(args.config, args.overrides, args.verbose), args.verbose)
 
 
 if __name__ == "__main__":

@@ -27,30 +27,36 @@ def ratio_at(schedule: str, ratio: float, step: int, total_steps: int) -> float:
 
 
 def reselect_at(interval: str, step: int, total_steps: int) -> bool:
-    """Whether a sampler draws a new selection at ``step`` (else it reuses the last one).
+    """Whether a sampler draws a new selection at ``step`` (else it reuses the last one), with
+    the reference code's integer arithmetic, so the re-selection steps are its own for any T.
 
-    The test is on the global step modulo the interval, as in the reference code.
-    dense: every step.  dense2: every 5th step.  incremental: dense for the first 25%, then
-    five equal phases with intervals 10, 20, 30, 40, 50.  decremental: the mirror image, five
-    phases with intervals 50 … 10 over the first 75%, dense in the last 25%.
+    dense: every step.  dense2: every 5th step.
+    incremental: dense for the first int(T/4) steps (and the first phase), then phases of
+    (T − int(T/4)) // 5 steps with intervals 10, 20, 30, … (a 6th phase, interval 60, when T is
+    not a multiple of the phase length).
+    decremental: the first int(3T/4) steps in five phases of int(3T/4) // 5 steps with intervals
+    40, 30, 20, 10 and then dense; dense from int(3T/4) on (steps left over after the fifth
+    phase test the step modulo 10).
+    Runs too short for a phase of one step (T ≤ 6, where the reference code divides by zero)
+    re-select at every step.
     """
-    total = max(total_steps, 1)
     if interval == "dense":
         return True
     if interval == "dense2":
         return step % 5 == 0
     if interval == "incremental":
-        warm = 0.25 * total
-        if step < warm:
+        startup = int(total_steps * 0.25)
+        phase_len = (total_steps - startup) // 5
+        if phase_len == 0 or step // phase_len == 0 or step < startup:
             return True
-        phase = min(4, int((step - warm) / (0.75 * total / 5)))
-        return step % (10 * (phase + 1)) == 0
+        return step % (10 * (max(1, step - startup) // phase_len + 1)) == 0
     if interval == "decremental":
-        cool = 0.75 * total
-        if step >= cool:
+        dense_start = int(total_steps * 0.75)
+        phase_len = dense_start // 5
+        if step >= dense_start or phase_len == 0:
             return True
-        phase = min(4, int(step / (cool / 5)))
-        return step % (10 * (5 - phase)) == 0
+        remaining = 5 - step // phase_len - 1  # 4, 3, 2, 1, 0; −1 past the fifth phase
+        return remaining == 0 or step % abs(10 * remaining) == 0
     raise ValueError(f"unknown interval {interval!r}; choose one of {INTERVALS}")
 
 

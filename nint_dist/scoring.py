@@ -2,7 +2,7 @@
 chunk size and not by the number of coordinates. Pure tensor functions: the all-reduce that
 turns a shard's ``J_wᵀ r_w`` into the global ``v`` happens in the caller.
 
-NTK score of coordinate i (design §2): s_i = ‖(J Jᵀ r)_i‖² summed over channels, computed as
+NTK score of coordinate i (``docs/method.md``): s_i = ‖(J Jᵀ r)_i‖² summed over channels, computed as
 v = Jᵀ r (a VJP, accumulated chunk by chunk) and w = J v (a JVP per chunk); K = J Jᵀ is never
 formed.
 
@@ -149,6 +149,13 @@ def ntk_scores(model: nn.Module, v: Params, coords_of: RangeFn, n: int, chunk: i
         return tangent.pow(2).sum(dim=-1)
 
     return _per_chunk(n, chunk, compute)
+
+
+@torch.no_grad()
+def output_sq_norm(model: nn.Module, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+    """Σ_c f(x_i)² for the block, [n]: what the reference code ranks as its NTK score (it keeps
+    the primal output of ``torch.func.jvp``, f(x), where the paper's rule uses the tangent J v)."""
+    return _per_chunk(n, chunk, lambda lo, hi: model(coords_of(lo, hi)).pow(2).sum(dim=-1))
 
 
 def point_stats(model: nn.Module, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,14 @@ from torch import nn
 
 from nint_dist import scoring, selection
 from nint_dist.comm import Comm
-from nint_dist.signal import ATTRS_KEY, SignalSpec, flat_to_coords, shard_rows, shard_starts, to_unit
+from nint_dist.signal import (
+    SignalSpec,
+    flat_to_coords,
+    shard_rows,
+    shard_starts,
+    to_unit,
+    verifiable_checksums,
+)
 from nint_dist.steptimer import PhaseTimer
 
 
@@ -57,15 +64,17 @@ def load_shard(
     rank: int,
     device: torch.device,
     dtype: torch.dtype,
-    verify: bool = True,
+    verify: bool | str = True,
 ) -> Shard:
     """Read only this worker's rows from the zarr array, one chunk row at a time into a tensor
     allocated on the device, so host memory holds one chunk on top of the shard, not a copy.
-    With ``verify``, each chunk row read is checked against the CRC32 recorded at ingestion."""
+    With ``verify``, each chunk row read is checked against the CRC32 recorded at ingestion; a
+    store without usable checksums is read unchecked (the driver has said so once), or refused
+    when ``verify`` is 'strict'."""
     row_lo, row_hi = shard_rows(spec, world_size, rank)
-    checksums = dict(getattr(array, "attrs", {})).get(ATTRS_KEY, {}).get("checksums") if verify else None
-    if checksums is not None and checksums.get("chunk_rows") != spec.chunk_rows:
-        checksums = None  # recorded for another chunking; nothing to compare block by block
+    checksums = None
+    if verify:
+        checksums = verifiable_checksums(array, spec, strict=verify == "strict")
     per_row = spec.points_per_row
     values = torch.empty(
         ((row_hi - row_lo) * per_row, spec.channels),
@@ -111,12 +120,16 @@ class ShardContext:
         """Scoring passes are marked "score"; the rest of a sampler's time is "select"."""
         self.last_scores: dict[str, torch.Tensor] = {}
         """The latest local scores of each kind, for TensorBoard histograms."""
+        self.nonfinite_scores = torch.zeros((), dtype=torch.bool, device=shard.device)
+        """Set (on the device, no host read) when a scoring pass returns NaN or inf."""
 
     def _timed(self, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         self.timer.lap("select")
         scores = compute()
         self.timer.lap("score")
         self.last_scores[name] = scores
+        if scores is not None:  # None: a graphed pass that could not run (the caller falls back)
+            self.nonfinite_scores |= ~torch.isfinite(scores).all()
         return scores
 
     def residual_l1(self, precision: str = "full") -> torch.Tensor:
@@ -169,6 +182,14 @@ class ShardContext:
         coords_of, targets_of = self._rows_fns(rows)
         return self._timed("ntk_pool", lambda: self._ntk(coords_of, targets_of, rows.numel()))
 
+    def output_sq_norms(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_c f(x)² over this worker's shard, or some rows of it (no communication)."""
+        if rows is None:
+            coords_of, n = self.shard.coords, self.shard.size
+        else:
+            coords_of, n = self._rows_fns(rows)[0], rows.numel()
+        return self._timed("ntk", lambda: scoring.output_sq_norm(self.model, coords_of, n, self.chunk))
+
     def _ntk(self, coords_of, targets_of, n: int) -> torch.Tensor:
         v = scoring.residual_vjp(self.model, coords_of, targets_of, n, self.chunk)
         self.comm.all_reduce_sum_(list(v.values()))
@@ -201,7 +222,9 @@ class ShardContext:
         scores, indices = selection.topk_set(scores, indices, k)
         if self.comm.distributed:
             all_scores = self.comm.all_gather_padded(scores, k, float("-inf")).view(-1)
-            all_indices = self.comm.all_gather_padded(indices, k, -1).view(-1)
+            # padding sorts after every real index, so a tie at −inf (NaN scores of a diverged
+            # model, excluded entries) goes to a real coordinate, as it does on one worker
+            all_indices = self.comm.all_gather_padded(indices, k, self.num_points).view(-1)
             by_index = torch.argsort(all_indices)  # rows are ascending and disjoint, but padded
             scores, indices = selection.topk_set(all_scores[by_index], all_indices[by_index], k)
         if num_candidates is None or num_candidates - num_excluded < k:

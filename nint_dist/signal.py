@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nint_dist.errors import UserError
+
 ATTRS_KEY = "nint_dist"
 STANDARD_ATTRS = ("kind", "grid", "channels", "value_range", "domain")
 
@@ -84,7 +86,7 @@ def shard_rows(spec: SignalSpec, world_size: int, rank: int) -> tuple[int, int]:
     rows = spec.grid[0]
     num_chunks = -(-rows // spec.chunk_rows)
     if num_chunks < world_size:
-        raise ValueError(
+        raise UserError(
             f"the signal has {num_chunks} chunk rows ({rows} rows in chunks of {spec.chunk_rows}),"
             f" too few for {world_size} workers; use fewer workers or re-ingest with smaller chunks"
         )
@@ -128,3 +130,35 @@ def from_unit(values: np.ndarray, spec: SignalSpec, stored_dtype: np.dtype) -> n
     if np.issubdtype(stored_dtype, np.integer):
         out = np.rint(out)
     return out.astype(stored_dtype)
+
+
+def checksum_gap(array, spec: SignalSpec) -> str | None:
+    """Why the store's chunk rows cannot be checked against checksums (None when they can)."""
+    record = dict(getattr(array, "attrs", {})).get(ATTRS_KEY, {}).get("checksums")
+    if record is None:
+        return "it holds no checksums"
+    if record.get("chunk_rows") != spec.chunk_rows:
+        return (
+            f"its checksums were recorded for chunks of {record.get('chunk_rows')} rows, and it is"
+            f" stored in chunks of {spec.chunk_rows}"
+        )
+    return None
+
+
+def verifiable_checksums(array, spec: SignalSpec, strict: bool, warn: bool = False) -> dict | None:
+    """The store's checksum record when it can be used; else None, with one warning on stderr
+    when ``warn`` (the driver says it once, the workers stay quiet), or a ``UserError`` when
+    ``strict`` (``data.verify=strict``)."""
+    import sys
+
+    gap = checksum_gap(array, spec)
+    if gap is None:
+        return dict(array.attrs)[ATTRS_KEY]["checksums"]
+    if strict:
+        raise UserError(f"data.verify=strict: the signal store cannot be verified: {gap}")
+    if warn:
+        print(
+            f"warning: the signal store is not verified ({gap}); data.verify=strict refuses such a store",
+            file=sys.stderr,
+        )
+    return None

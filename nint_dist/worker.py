@@ -23,6 +23,7 @@ from torch import nn
 from nint_dist import checkpoint, scoring, selection
 from nint_dist.comm import Comm
 from nint_dist.config import Config, from_dict, to_yaml
+from nint_dist.errors import RunFailed
 from nint_dist.faststep import GraphedScoringContext, GraphedTraining, graphs_wanted
 from nint_dist.lr_schedule import lr_at
 from nint_dist.metrics import psnr_from_mse, si_snr_from_sums
@@ -68,9 +69,28 @@ def ray_runtime() -> Runtime:
     return Runtime(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), report)
 
 
+FAILURE = "failure.json"
+"""RUN_DIR/failure.json: why a run stopped that must not be retried (a diverged model, no intact
+checkpoint to resume from). Worker 0 writes it; the driver turns it into one line, exit 1."""
+
+
 def train_worker(config: dict) -> None:
-    """Ray Train's ``train_loop_per_worker``; after a restart it resumes from the newest checkpoint."""
-    run(from_dict(config), ray_runtime())
+    """Ray Train's ``train_loop_per_worker``; after a restart it resumes from the newest checkpoint.
+    A ``RunFailed`` ends the worker normally (every worker meets it at the same point) with the
+    reason in ``failure.json``: restarting would only fail the same way again."""
+    cfg, rt = from_dict(config), ray_runtime()
+    try:
+        run(cfg, rt)
+    except RunFailed as e:
+        if rt.rank == 0:
+            (Path(cfg.run.dir) / FAILURE).write_text(json.dumps({"error": str(e)}) + "\n")
+    except RuntimeError as e:
+        text = str(e).lower()
+        if isinstance(e, torch.distributed.DistError) or "gloo" in text or "timed out" in text:
+            # a collective timed out or lost a peer: this worker waited, so it is not the one that
+            # hung; the record lets the driver name the one that did
+            record_process(cfg.run.dir, rt.rank, collective_failed=True)
+        raise
 
 
 def wrap_for_update(model: nn.Module, rt: Runtime) -> nn.Module:
@@ -138,7 +158,10 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.part_sizes = 0
-        resumed = checkpoint.latest(cfg.run.dir)
+        self.first_nonfinite = torch.full((2,), -1, dtype=torch.int64, device=rt.device)
+        """First step whose training loss / selection scores were not finite (−1: none yet); kept
+        on the device, read at evaluations (``check_finite``)."""
+        resumed = checkpoint.intact_or_none(cfg.run.dir)
         if resumed is not None:
             self.restore(checkpoint.load(resumed, rt.device))
         self.last_checkpoint = time.monotonic()
@@ -211,6 +234,33 @@ class Trainer:
         return lr_at(
             t.lr_schedule, step, t.steps, t.lr, t.warmup_steps, t.lr_min, t.lr_decay, t.lr_milestones
         )
+
+    def watch_finite(self, loss: torch.Tensor) -> None:
+        """Note the step if this step's loss or the scores of its selection are not finite, without
+        waiting for the device."""
+        bad = torch.stack([~torch.isfinite(loss).all(), self.ctx.nonfinite_scores.to(loss.device)])
+        self.ctx.nonfinite_scores.zero_()
+        noted = self.first_nonfinite
+        self.first_nonfinite = torch.where(bad & (noted < 0), torch.full_like(noted, self.step), noted)
+
+    def check_finite(self) -> None:
+        """Stop the run (``RunFailed``, the same on every worker) once any worker's loss or scores
+        were not finite: training on NaN would only spend the rest of the budget. Collective."""
+        never = float(2**62)
+        firsts = [float(f) if f >= 0 else never for f in self.first_nonfinite.tolist()]
+        loss_step, score_step = (-self.comm.all_reduce_max(-f) for f in firsts)  # earliest worker's
+        found = [
+            (int(f), what) for f, what in ((loss_step, "training loss"), (score_step, "selection scores"))
+        ]
+        found = [(f, what) for f, what in found if f < never]
+        if found:
+            step, what = min(found)
+            if self.log is not None:
+                self.log.close()
+            raise RunFailed(
+                f"step {step}: the {what} became non-finite (NaN or inf): the model diverged; lower"
+                f" train.lr (checkpoints so far kept in {Path(self.cfg.run.dir) / checkpoint.FOLDER})"
+            )
 
     def shard_pass(self, part: torch.Tensor) -> torch.Tensor:
         """One worker's training pass on its own rows (``part`` of global indices, one worker):
@@ -433,6 +483,7 @@ class Trainer:
 
         while self.step < cfg.train.steps:
             sel, loss = self.train_step()
+            self.watch_finite(loss)
             since_log["samples"] += sel.indices.numel()
             since_log["steps"] += 1
             if self.log is not None:
@@ -455,6 +506,7 @@ class Trainer:
                 }
                 traffic["bytes_per_step/ddp_gradients"] = float(ddp_bytes if self.rt.world_size > 1 else 0)
                 result = self.evaluate(loss, exact=bool(finished or checkpoint_due))
+                self.check_finite()
                 result.update(traffic)
                 result["samples_per_s"] = since_log["samples"] / max(since_log["seconds"], 1e-12)
                 since_log = {"samples": 0, "seconds": 0.0, "steps": 0, "bytes": dict(self.comm.bytes_sent)}
@@ -493,6 +545,10 @@ class Trainer:
             "ms_per_step": 1000.0 * self.train_seconds / max(self.step, 1),
             "compile_seconds": self.compile_seconds,
             "workers": self.rt.world_size,
+            "device": self.rt.device.type,
+            "device_name": (
+                torch.cuda.get_device_name(self.rt.device) if self.rt.device.type == "cuda" else "cpu"
+            ),
             "sampler": cfg.sampler.name,
             "num_points": self.spec.num_points,
             "peak_memory_max_bytes": result["peak_memory_max_bytes"],
@@ -563,12 +619,23 @@ def peak_memory_bytes(device: torch.device) -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024.0
 
 
-def record_process(run_dir: str, rank: int) -> None:
+def record_process(run_dir: str, rank: int, **extra) -> None:
     """``RUN_DIR/workers/rank_R.json``: which process and host run rank R (for operators, e.g. to
-    find a stuck worker)."""
+    find a stuck worker), how many times the rank was started (Ray Train restarts), and
+    ``extra`` facts of this start (``collective_failed``: this worker saw a collective fail)."""
     folder = Path(run_dir) / "workers"
     folder.mkdir(exist_ok=True)
-    (folder / f"rank_{rank}.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    path = folder / f"rank_{rank}.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        before = {}
+    record = {"pid": os.getpid(), "host": socket.gethostname()}
+    if before.get("pid") == record["pid"] and extra:  # more about this start
+        record = {**before, **extra}
+    else:
+        record["starts"] = int(before.get("starts", 0)) + 1
+    path.write_text(json.dumps(record))
 
 
 def run(cfg: Config, rt: Runtime) -> dict | None:

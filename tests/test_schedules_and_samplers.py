@@ -27,7 +27,12 @@ def test_intervals():
     )  # interval 10 in [250, 400)
     assert [t for t in incremental if 850 <= t] == [850, 900, 950]  # interval 50 in the last phase
     decremental = [t for t in range(total) if reselect_at("decremental", t, total)]
-    assert decremental[:3] == [0, 50, 100] and decremental[-250:] == list(range(750, 1000))
+    # the reference code's phases: intervals 40, 30, 20, 10, then dense, over the first 75%
+    assert decremental[:6] == [0, 40, 80, 120, 150, 180] and decremental[-400:] == list(range(600, 1000))
+    short = [t for t in range(200) if reselect_at("decremental", t, 200)]
+    assert short[:9] == [0, 30, 60, 80, 90, 100, 110, 120, 121]
+    # T = 777: dense to 194, then phases of (777 − 194) // 5 = 116 steps; 40 in [542, 658), 50 after
+    assert [t for t in range(777) if reselect_at("incremental", t, 777)][-5:] == [560, 600, 640, 700, 750]
 
 
 def test_ntk_share_follows_the_reference_codes_precedence():

@@ -58,6 +58,9 @@ class SelectionContext(Protocol):
     def ntk_scores_at(self, rows: torch.Tensor) -> torch.Tensor:
         """NTK scores of some rows of every worker, with v summed over those rows. Collective."""
 
+    def output_sq_norms(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_c f(x)² over this worker's shard or some rows of it, [n] (no communication)."""
+
     def global_topk(
         self,
         local_scores: torch.Tensor,

@@ -18,8 +18,8 @@ Why a fresh pool and not cached residuals: residual ranks change fast. A cache k
 for free (every trained sample's residual from the training forward pass) or re-measured
 every few steps, used either as a hard set or as sampling weights, lost to plain uniform
 sampling (BENCHMARKS.md, "Levers measured on the CPU that did not pay"); the same was seen
-for a hard set refreshed every m steps (design §8). A pool measured at the current parameters
-keeps the ranking exact for the candidates it holds.
+for a hard set refreshed every m steps. A pool measured at the current parameters keeps the
+ranking exact for the candidates it holds.
 
 The draw comes from the (seed, step) generator that every worker evaluates identically, and
 each worker scores the pool entries it owns, so the selection does not depend on the worker
@@ -49,7 +49,7 @@ class Nint(NintPaper):
         def top(scores: torch.Tensor, num: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
             return ctx.global_topk(scores, num, exclude, indices=candidates, num_candidates=pool_size)
 
-        ntk = self.ntk_part(count, lambda num: top(ctx.ntk_scores_at(rows), num))
+        ntk = self.ntk_part(count, lambda num: top(self.ntk_ranking(ctx, rows), num))
         residuals = ctx.residual_l1_at(rows, self.cfg.score_precision)
         residual = top(residuals, self.num_residual(count, ntk), ntk)
         num_random = count - ntk.numel() - residual.numel()

@@ -1,4 +1,4 @@
-"""``nint-paper``: NINT exactly as the reference code runs it (``reference/paper.md`` §1.4).
+"""``nint-paper``: NINT exactly as the reference code runs it (``docs/method.md``, "nint-paper").
 
 Per re-selection (call counter c, starting at 1):
 - at c = 1 and whenever c % period == 0 the NTK share is recomputed; with the reference
@@ -9,6 +9,12 @@ Per re-selection (call counter c, starting at 1):
 - between refreshes the cached NTK picks are reused unchanged;
 - residual part: top int(n · (1 − share_ntk − random_share)) of Σ_c |r| among the rest;
 - random part: the remainder, uniform among the rest.
+
+What the NTK share ranks is ``ntk_score``: ``paper`` (the default) ranks ‖(J Jᵀ r)_i‖², the
+paper's equation; ``reference-code`` ranks ‖f(x_i)‖², which is what the authors' code computes
+(``w_flat, _ = jvp(...)`` keeps the primal output f(x), not the tangent J v) and what produced
+the paper's tables. With ``reference-code`` the NTK and residual sets match the reference
+code's own choices step for step (tests/test_reference_code.py).
 """
 
 import math
@@ -28,6 +34,14 @@ def ntk_share_at(call: int, cfg) -> float:
     return cfg.ntk_share * math.exp(exponent)
 
 
+NTK_RANKINGS: dict[str, Callable[[SelectionContext, torch.Tensor | None], torch.Tensor]] = {
+    "paper": lambda ctx, rows: ctx.ntk_scores() if rows is None else ctx.ntk_scores_at(rows),
+    "reference-code": lambda ctx, rows: ctx.output_sq_norms(rows),
+}
+"""``sampler.ntk_score`` → local scores of the whole shard (rows None) or of some of its rows.
+``paper`` is collective (v = Jᵀr is summed over workers); ``reference-code`` is local."""
+
+
 class NintPaper(ScheduledSampler):
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -36,7 +50,7 @@ class NintPaper(ScheduledSampler):
         self.ntk_cache = torch.empty(0, dtype=torch.int64)
 
     def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
-        ntk = self.ntk_part(count, lambda num: ctx.global_topk(ctx.ntk_scores(), num))
+        ntk = self.ntk_part(count, lambda num: ctx.global_topk(self.ntk_ranking(ctx), num))
         residual = ctx.global_topk(self.residual_scores(ctx), self.num_residual(count, ntk), exclude=ntk)
         taken = torch.cat([ntk, residual])
         random = ctx.random_picks(count - taken.numel(), taken, step)
@@ -54,6 +68,10 @@ class NintPaper(ScheduledSampler):
             else:
                 self.ntk_cache = self.ntk_cache[:num_ntk]
         return self.ntk_cache[:count]
+
+    def ntk_ranking(self, ctx: SelectionContext, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The NTK share's local scores under ``sampler.ntk_score``. Collective for ``paper``."""
+        return NTK_RANKINGS[self.cfg.ntk_score](ctx, rows)
 
     def num_residual(self, count: int, ntk: torch.Tensor) -> int:
         residual_share = max(0.0, 1.0 - self.ntk_share - self.cfg.random_share)

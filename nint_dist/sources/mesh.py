@@ -76,6 +76,27 @@ def boundary_loops(triangles: np.ndarray) -> tuple[list[list[int]], int]:
     return loops, non_manifold
 
 
+def watertight_note(name: str, loops: list[list[int]], non_manifold: int) -> str | None:
+    """What a mesh that is not watertight was found to have and what was done about it (None for
+    a watertight mesh)."""
+    if not loops and not non_manifold:
+        return None
+    found, done = [], []
+    if loops:
+        boundary = sum(len(loop) for loop in loops)
+        found.append(f"{len(loops)} hole{'s' * (len(loops) > 1)} ({boundary} boundary edges)")
+        done.append("closed each hole with a fan of triangles around its centre")
+    else:
+        found.append("no holes")
+    if non_manifold:
+        found.append(
+            f"{non_manifold} non-manifold edge{'s' * (non_manifold > 1)} (shared by more than two triangles)"
+        )
+        done.append("kept the non-manifold edges as they are")
+    done.append("inside/outside is a majority vote of rays along the three axes")
+    return f"{name} is not watertight: {', '.join(found)}; " + "; ".join(done)
+
+
 def close_holes(vertices: np.ndarray, triangles: np.ndarray, loops: list[list[int]]):
     """Add a vertex at each loop's centre and a fan of triangles, oriented against the loop's
     edges so that the orientation of the surface carries over."""
@@ -240,14 +261,9 @@ def read_mesh(path: Path, resolution: int) -> Source:
         raise UserError(f"mesh resolution must be at least 8, not {resolution}")
     vertices, triangles = parse_obj(path)
     loops, non_manifold = boundary_loops(triangles)
-    notes = []
-    if loops or non_manifold:
-        boundary = sum(len(loop) for loop in loops)
-        notes.append(
-            f"{path.name} is not watertight ({boundary} boundary edges in {len(loops)} holes,"
-            f" {non_manifold} non-manifold edges): closed each hole with a fan of triangles around its"
-            " centre; inside/outside is a majority vote of rays along the three axes"
-        )
+    note = watertight_note(path.name, loops, non_manifold)
+    notes = [] if note is None else [note]
+    if loops:
         vertices, triangles = close_holes(vertices, triangles, loops)
     vertices, centre, scale = normalise(vertices)
     field = SignedDistance(vertices, triangles, resolution)

@@ -147,7 +147,7 @@ def check_run_dir_location(cfg: Config) -> None:
             f"run.dir={cfg.run.dir}: run directories on object stores are not supported;"
             " use an absolute path on storage every node can reach (data.path may be a store URL)"
         )
-    if cfg.run.backend == "ray" and os.environ.get("RAY_ADDRESS") and not Path(cfg.run.dir).is_absolute():
+    if cfg.run.backend != "local" and os.environ.get("RAY_ADDRESS") and not Path(cfg.run.dir).is_absolute():
         raise UserError(
             f"run.dir={cfg.run.dir} is relative: on a Ray cluster (RAY_ADDRESS is set) give an absolute"
             " path on storage that every node and you can reach, e.g. run.dir=/shared/runs/NAME"

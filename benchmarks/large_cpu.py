@@ -160,8 +160,11 @@ def volume_store(source: Path, folder: Path) -> Path:
 def variant(text: str) -> tuple[str, list[str]]:
     """``SAMPLER[:KEY=VALUE,KEY=VALUE]`` → (sampler, overrides)."""
     name, _, settings = text.partition(":")
-    return name, [f"sampler.{s}" if not s.startswith(("sampler.", "model.", "train.")) else s
-                  for s in settings.split(",") if s]
+    return name, [
+        f"sampler.{s}" if not s.startswith(("sampler.", "model.", "train.")) else s
+        for s in settings.split(",")
+        if s
+    ]
 
 
 def markdown(runs: list[dict], metric: str) -> str:
@@ -175,16 +178,20 @@ def markdown(runs: list[dict], metric: str) -> str:
     ]
     for name, group in by_variant.items():
         values = [r.get(metric, r["psnr"]) for r in group]
+        each = ", ".join(f"{v:.2f}" for v in values)
+        psnr = statistics.mean(r["psnr"] for r in group)
+        steps = statistics.mean(r["steps"] for r in group)
+        ms = statistics.mean(r["ms_per_step"] for r in group)
         lines.append(
-            f"| {name} | {len(group)} | {statistics.mean(values):.2f} "
-            f"({', '.join(f'{v:.2f}' for v in values)}) | {statistics.mean(r['psnr'] for r in group):.2f} "
-            f"| {statistics.mean(r['steps'] for r in group):.0f} | {statistics.mean(r['ms_per_step'] for r in group):.0f} |"
+            f"| {name} | {len(group)} | {statistics.mean(values):.2f} ({each}) | {psnr:.2f} | {steps:.0f} | {ms:.0f} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image", type=Path, help="a large photograph (resized to a 2048-pixel long side)")
     parser.add_argument("--audio", type=Path, help="a WAV file of at least 3 s")
     parser.add_argument("--mesh", type=Path, help="a closed OBJ mesh")
@@ -214,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError("--image is required for the image part")
             store = prepare_signal(args.image, IMAGE_SIDE, signals)
             for text in args.image_samplers.split(","):
-                jobs.append(("image", text, store, args.image_seed, [*IMAGE_MODEL, f"log.every={args.image_every}"]))
+                jobs.append(
+                    ("image", text, store, args.image_seed, [*IMAGE_MODEL, f"log.every={args.image_every}"])
+                )
         seeds = [int(s) for s in args.seeds.split(",") if s]
         for part, source, prepare, model in (
             ("audio", args.audio, audio_excerpt, AUDIO_MODEL),

@@ -79,7 +79,8 @@ class ModelConfig:
 @dataclass
 class SamplerConfig:
     name: str = "nint"
-    """A sampler registry name: full, uniform, nint-paper, nint, int, egra, soft, evos, expansive."""
+    """A sampler registry name: full, uniform, nint-paper, nint, int, egra, soft, evos, expansive,
+    error-map."""
     ratio: float = 0.2
     """Fraction of all coordinates trained on per step (the start value of a schedule)."""
     ratio_schedule: str = "constant"
@@ -181,7 +182,8 @@ class SamplerConfig:
             )
         if self.tile_side < 0 or self.map_samples_per_tile <= 0 or not 0.0 <= self.map_decay <= 1.0:
             raise ValueError(
-                "sampler.tile_side must be >= 0, sampler.map_samples_per_tile > 0 and sampler.map_decay in [0, 1]"
+                "sampler.tile_side must be >= 0, sampler.map_samples_per_tile > 0"
+                " and sampler.map_decay in [0, 1]"
             )
         if self.map_power < 0 or not 0.0 <= self.map_uniform_share <= 1.0:
             raise ValueError("sampler.map_power must be >= 0 and sampler.map_uniform_share in [0, 1]")

@@ -43,7 +43,9 @@ def test_point_in_tile_stays_inside_and_covers_it():
     flat = point_in_tile(tiles, uniforms, GRID, SIDES)
     assert torch.equal(tile_of(flat, GRID, SIDES), tiles)
     assert torch.unique(flat).numel() == 35  # every grid point reached
-    corner = point_in_tile(torch.tensor([5]), torch.tensor([[0.999999, 0.999999]], dtype=torch.float64), GRID, SIDES)
+    corner = point_in_tile(
+        torch.tensor([5]), torch.tensor([[0.999999, 0.999999]], dtype=torch.float64), GRID, SIDES
+    )
     assert corner.item() == 34
 
 
@@ -111,14 +113,18 @@ def test_importance_weights_are_uniform_over_draw_density():
     # tile 0: q = 0.5/12 + 0.5 per 100 points; elsewhere 0.5/12 per 100 points; w = (1/1200)/q
     hot_w, cold_w = (1 / 1200) / ((0.5 / 12 + 0.5) / 100), (1 / 1200) / ((0.5 / 12) / 100)
     assert torch.allclose(sel.weights[in_hot], torch.full((int(in_hot.sum()),), hot_w, dtype=torch.float64))
-    assert torch.allclose(sel.weights[~in_hot], torch.full((int((~in_hot).sum()),), cold_w, dtype=torch.float64))
+    assert torch.allclose(
+        sel.weights[~in_hot], torch.full((int((~in_hot).sum()),), cold_w, dtype=torch.float64)
+    )
 
 
 def test_state_round_trip_continues_identically():
     ctx = HandContext((30, 40), seed=5)
     a = _sampler(ratio=0.1, tile_side=10)
     a.select(ctx, 0)
-    a.observe(ctx, torch.arange(0, 1200, 7), torch.linspace(0, 1, len(range(0, 1200, 7)), dtype=torch.float64))
+    a.observe(
+        ctx, torch.arange(0, 1200, 7), torch.linspace(0, 1, len(range(0, 1200, 7)), dtype=torch.float64)
+    )
     b = _sampler(ratio=0.1, tile_side=10)
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.select(ctx, 1).indices, b.select(ctx, 1).indices)

@@ -67,7 +67,9 @@ def tile_of(flat: torch.Tensor, grid: tuple[int, ...], sides: tuple[int, ...]) -
     return tile
 
 
-def tile_sizes(grid: tuple[int, ...], sides: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+def tile_sizes(
+    grid: tuple[int, ...], sides: tuple[int, ...], device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Grid points in each tile (edge tiles may be smaller): [T] float64."""
     sizes = torch.ones(1, dtype=torch.float64, device=device)
     for size, side, count in zip(grid, sides, tiles_per_axis(grid, sides), strict=True):

@@ -182,9 +182,8 @@ def markdown(runs: list[dict], metric: str) -> str:
         psnr = statistics.mean(r["psnr"] for r in group)
         steps = statistics.mean(r["steps"] for r in group)
         ms = statistics.mean(r["ms_per_step"] for r in group)
-        lines.append(
-            f"| {name} | {len(group)} | {statistics.mean(values):.2f} ({each}) | {psnr:.2f} | {steps:.0f} | {ms:.0f} |"
-        )
+        mean = statistics.mean(values)
+        lines.append(f"| {name} | {len(group)} | {mean:.2f} ({each}) | {psnr:.2f} | {steps:.0f} | {ms:.0f} |")
     return "\n".join(lines)
 
 

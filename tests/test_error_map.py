@@ -168,3 +168,17 @@ def test_worker_hands_the_training_residuals_to_the_sampler(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert balanced_bounds(sel.indices.numel(), 1, 0) == (0, 144)
     assert trainer.sampler.counts.sum().item() == 144
+
+
+def test_nint_skips_the_ntk_share_on_signals_above_ntk_max_points(tmp_path):
+    from tests.test_baselines import _context
+
+    signal = make_tiny_signal(tmp_path)  # 480 points
+    for limit, expect_ntk in ((1000, True), (479, False)):
+        ctx = _context(signal, 0, 1)
+        sel = build_sampler(SamplerConfig(name="nint", ratio=0.2, ntk_max_points=limit)).select(ctx, 0)
+        assert sel.indices.numel() == 96
+        assert ("ntk_pool" in ctx.last_scores) == expect_ntk
+        assert (sel.shares["ntk"] > 0) == expect_ntk
+        # no NTK share: the residual share is 1 − random_share of the batch
+        assert expect_ntk or sel.shares["residual"] == int(96 * 0.3)

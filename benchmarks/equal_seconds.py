@@ -10,7 +10,7 @@ On a shared machine the clock is the noisy part: the PSNR curves repeat exactly 
 ``--repeats`` times, the repeats interleaved (round r runs every variant once before round r + 1
 starts), and each evaluation's time is the median over the repeats.
 
-    python benchmarks/equal_seconds.py nint nint:sampler.pool_factor=2 --repeats 3 --out eqsec
+    python benchmarks/equal_seconds.py nint nint:sampler.pool_factor=2 --data DATA --repeats 3 --out eqsec
 
 A variant is ``STRATEGY[:KEY=VALUE,KEY=VALUE...]``. Writes ``equal_seconds.json`` and prints a
 markdown table.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nint_dist.bench import DEFAULT_DATA, PRESETS, machine, prepare_signal, run_one, value_at
+from nint_dist.bench import PRESETS, machine, prepare_signal, run_one, value_at
 from nint_dist.errors import UserError, run_cli
 
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-steps", type=int, default=1000, help="uniform sampling's steps")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of the test signals")
+    parser.add_argument("--data", required=True, help="folder of the test signals (images/div2k/01.png, …)")
     parser.add_argument("--out", default="equal-seconds")
     args = parser.parse_args(argv)
     args.argv = argv

@@ -1,22 +1,31 @@
-"""NINT on the clock, and large signals, on one GPU — in one process, without Ray.
+"""The GPU targets of large-signal training in one process, without Ray, printed as a table last.
 
-Part 1 (the targets, under 5 minutes): DIV2K ``01.png`` and Kodak ``kodim01.png`` with SIREN
-6x256, Adam 1e-4, ratio 0.2, 2000 steps, evaluation every 20 steps off the training clock; one
-row per variant (ms/step split into score/select/exchange/train, time to 25/30/35 dB, PSNR at
-2000 steps), a profile of the tuned sampler's steps with the lines that make the host wait, and
-how much TF32/float16 scoring moves the ranking. Variants run in order of priority until
-``--budget-s`` is spent. The target table is printed last.
-Part 2 (capacity, ``--large-seconds S``): a 14.7 MP photograph and a generated 268 MP signal
-(16384², generated on the CPU while part 1 runs), each with SIREN and with the hash grid for S
-seconds of training (the issue's figure is 150; with model loading and a final evaluation each
-run takes about S + 25 s).
+Parts, in order (each run is skipped, and says so, if it would end past ``--deadline-s``):
+1. The fast step checked: the graphed step (``train.cuda_graphs=true``) against the eager one
+   (``false``) from the same start — selections and parameters after some steps, then the
+   ms/step of each — and the lines that make the host wait for the GPU in 20 graphed steps of
+   the default sampler (on a CPU both steps are eager: only the plumbing is checked).
+2. SIREN 6x256 on DIV2K ``01.png``, Adam 1e-4, ratio 0.2, 2000 steps, PSNR every 20 steps off
+   the training clock: uniform, the default sampler, ``nint-paper``; uniform and the default
+   sampler again with TF32 matrix products.
+3. The hash grid (16 levels x 2 features, 3x64, Adam 1e-2, 2^18 samples per step) on the 14.7 MP
+   photograph for ``--large-seconds`` of training with the default sampler at the default
+   logging (its wall-clock is a target) and with uniform sampling.
+4. A generated 1-gigapixel signal (32768², written on this machine's CPUs while parts 1-3 run)
+   fitted with the hash grid for ``--giga-seconds``: samples/s, peak GPU memory, PSNR curve.
+5. The default sampler against uniform on a second large photograph, as in part 3.
 
-    python benchmarks/gpu.py --images DIR --out OUT [--budget-s 270] [--large-seconds 150 [--skip-table]]
+    python benchmarks/gpu.py --images DIR --out OUT [--deadline-s 515] [--smoke]
+
+DIR holds ``01.png``, the photograph ``--large`` and the photograph ``--second``. ``--smoke``
+scales everything down (tiny images made from the bundled sample, seconds instead of minutes)
+so that the whole script can be checked end to end on a CPU.
 """
 
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -25,45 +34,41 @@ from pathlib import Path
 
 import torch
 
-from nint_dist.config import load_config
+from nint_dist.config import SamplerConfig, load_config
 from nint_dist.ingest import image_signal, write_signal
 from nint_dist.worker import Runtime, Trainer
 
-TARGETS_DB = (25.0, 30.0, 35.0)
-REFERENCE_UNIFORM_S = {30.0: 2.32, 35.0: 10.5}  # design §8, 01.png, one H100
-SMALL = ["model.layers=6", "model.width=256", "train.lr=1e-4", "sampler.ratio=0.2", "log.every=20"]
-VARIANTS = [  # (image, label, overrides), in order of priority
-    ("01.png", "uniform", ["sampler.name=uniform"]),
-    ("01.png", "nint", ["sampler.name=nint"]),
-    ("01.png", "nint-paper", ["sampler.name=nint-paper"]),
-    ("01.png", "uniform, tf32", ["sampler.name=uniform", "train.tf32=true"]),
-    ("01.png", "nint, tf32", ["sampler.name=nint", "train.tf32=true"]),
-    ("kodim01.png", "uniform", ["sampler.name=uniform"]),
-    ("kodim01.png", "nint", ["sampler.name=nint"]),
-    ("01.png", "nint, scoring tf32", ["sampler.name=nint", "sampler.score_precision=tf32"]),
-    ("01.png", "nint, pool 2k", ["sampler.name=nint", "sampler.pool_factor=2"]),
-    ("01.png", "nint, no NTK share", ["sampler.name=nint", "sampler.ntk_share=0"]),
+STARTED = time.time()
+DEFAULT = SamplerConfig().name
+"""The configuration's default sampler: the one the targets name."""
+SIREN = ["model.name=siren", "model.layers=6", "model.width=256", "train.lr=1e-4", "sampler.ratio=0.2"]
+HASH = [
+    "model.name=hashgrid",
+    "model.layers=3",
+    "model.width=64",
+    "model.hash_levels=16",
+    "model.hash_features=2",
+    "train.lr=1e-2",
+    "sampler.chunk=262144",
+    "train.steps=100000000",
 ]
-PHASES = ("score", "select", "exchange", "train", "loop")
-BATCH = 2**18  # samples per step on the large signals (at most 5% of them)
-MODELS = {
-    "siren 6x256": ["model.name=siren", "model.layers=6", "model.width=256", "train.lr=1e-4"],
-    "hash grid 16 levels + 3x64": [
-        "model.name=hashgrid",
-        "model.layers=3",
-        "model.width=64",
-        "model.hash_levels=16",
-        "model.hash_features=2",
-        "train.lr=1e-2",
-    ],
-}
+BATCH = 2**18
+"""Samples per step on the large signals."""
 
 
 class NoExportTrainer(Trainer):
-    """The worker's Trainer without the final reconstruction files (minutes for 268 MP)."""
+    """The worker's Trainer without the final reconstruction files (minutes for a gigapixel)."""
 
     def write_reconstruction(self) -> dict[str, float]:
         return {}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def elapsed() -> float:
+    return time.time() - STARTED
 
 
 def time_to(rows: list[dict], target: float) -> float | None:
@@ -78,259 +83,375 @@ def time_to(rows: list[dict], target: float) -> float | None:
     return None
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def run_variant(signal: Path, run_dir: Path, settings: list[str]) -> dict:
+def run(signal: Path, run_dir: Path, settings: list[str], export: bool = False) -> dict:
+    """One fit in this process; its final.json plus its metrics rows."""
     run_dir.mkdir(parents=True)
-    cfg = load_config(None, [f"data.path={signal}", f"run.dir={run_dir}", *settings])
+    cfg = load_config(None, [f"data.path={signal}", f"run.dir={run_dir}", "run.backend=local", *settings])
     if device().type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    final = NoExportTrainer(cfg, Runtime(0, 1, device())).fit()
+    final = (Trainer if export else NoExportTrainer)(cfg, Runtime(0, 1, device())).fit()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    phases = ("score", "select", "exchange", "train", "loop")
     steps = max(final["steps"], 1)
     return {
-        "ms_per_step": final["ms_per_step"],
-        **{f"ms_{phase}": 1000 * final[f"total_{phase}_s"] / steps for phase in PHASES},
-        "psnr_final": final["psnr"],
-        "steps": final["steps"],
-        "train_seconds": final["train_seconds"],
+        **{
+            k: final[k]
+            for k in ("psnr", "steps", "train_seconds", "wall_seconds", "eval_seconds", "ms_per_step")
+        },
+        **{f"ms_{p}": 1000 * final[f"total_{p}_s"] / steps for p in phases},
+        "compile_seconds": final["compile_seconds"],
         "peak_memory_gb": final["peak_memory_max_bytes"] / 1e9,
-        **{f"s_to_{int(t)}": time_to(rows, t) for t in TARGETS_DB},
-        "curve": [(r["step"], r["train_seconds"], r["psnr"]) for r in rows],
+        "samples_per_step": rows[-1]["num_selected"] if rows else 0,
+        "curve": [(r["step"], r["train_seconds"], r["wall_seconds"], r["psnr"]) for r in rows],
+        "rows": rows,
     }
 
 
-def ranking_overlap(signal: Path, run_dir: Path, steps: int) -> dict:
-    """How much TF32 and float16 scoring move the residual ranking: top-6% overlap with full
-    precision after ``steps`` uniform steps."""
-    run_dir.mkdir(parents=True)
-    settings = [*SMALL, "sampler.name=uniform", f"train.steps={steps}", "log.every=1000000"]
-    cfg = load_config(None, [f"data.path={signal}", f"run.dir={run_dir}", *settings])
-    trainer = Trainer(cfg, Runtime(0, 1, device()))
-    for _ in range(steps):
-        trainer.train_step()
-    full = trainer.ctx.residual_l1("full")
-    k = max(1, int(0.06 * full.numel()))
-    top_full = set(torch.topk(full, k).indices.tolist())
-    out = {"after_steps": steps, "k": k}
-    for precision in ("tf32", "half"):
-        other = trainer.ctx.residual_l1(precision)
-        out[precision] = {
-            "overlap": len(top_full & set(torch.topk(other, k).indices.tolist())) / k,
-            "max_abs_diff": float((full - other).abs().max()),
+class Bench:
+    """The results so far, saved after every run, and the deadline."""
+
+    def __init__(self, out: Path, deadline: float):
+        self.out, self.deadline = out, deadline
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        self.results: dict = {"device": name, "torch": torch.__version__, "runs": {}, "skipped": []}
+        self.hash_extra: list[str] = []
+        """Overrides of the hash grid's settings (the smoke test's smaller grid)."""
+        self.overhead = 20.0
+        """Expected wall seconds of a run beyond its training budget (loading, final evaluation)."""
+
+    def save(self) -> None:
+        (self.out / "gpu_results.json").write_text(json.dumps(self.results, indent=1))
+
+    def fits(self, label: str, seconds: float) -> bool:
+        if elapsed() + seconds + self.overhead <= self.deadline:
+            return True
+        print(f"skipped {label}: would end past the deadline ({self.deadline:.0f} s)", flush=True)
+        self.results["skipped"].append(label)
+        return False
+
+    def fit(
+        self, label: str, signal: Path, settings: list[str], seconds: float, export: bool = False
+    ) -> dict | None:
+        if not self.fits(label, seconds):
+            return None
+        started = time.time()
+        try:
+            r = run(signal, self.out / f"run-{len(self.results['runs'])}", settings, export)
+        except Exception as e:  # one failed run must not cost the others
+            print(f"{label} failed: {e!r}", flush=True)
+            self.results["runs"][label] = {"error": repr(e)}
+            self.save()
+            return None
+        r["process_seconds"] = time.time() - started
+        if seconds > 0:
+            self.overhead = max(10.0, r["process_seconds"] - r["train_seconds"])
+        rows = r.pop("rows")
+        self.results["runs"][label] = r
+        self.save()
+        print(
+            f"{label}: {r['steps']} steps, {r['train_seconds']:.2f} s training,"
+            f" {r['wall_seconds']:.1f} s wall, {r['ms_per_step']:.3f} ms/step, PSNR {r['psnr']:.2f},"
+            f" peak {r['peak_memory_gb']:.2f} GB",
+            flush=True,
+        )
+        r["rows"] = rows
+        return r
+
+
+def graph_check(bench: Bench, signal: Path, settings: list[str], steps: int) -> None:
+    """Part 1: the graphed step against the eager one, and the host synchronisations left (on a
+    CPU both steps are eager: only the plumbing is checked)."""
+    try:
+        bench.results["graph_check"] = compare_steps(bench, signal, settings, steps)
+    except Exception as e:  # the timed runs still follow
+        print(f"graph check failed: {e!r}", flush=True)
+        bench.results["graph_check"] = {"error": repr(e)}
+    bench.save()
+
+
+def compare_steps(bench: Bench, signal: Path, settings: list[str], steps: int) -> dict:
+    out: dict = {}
+    for sampler in ("uniform", DEFAULT):
+        trainers = {}
+        for mode in ("true", "false"):
+            folder = bench.out / f"graph-check-{sampler}-{mode}"
+            folder.mkdir(parents=True)
+            cfg = load_config(
+                None,
+                [
+                    f"data.path={signal}",
+                    f"run.dir={folder}",
+                    "run.backend=local",
+                    *settings,
+                    f"sampler.name={sampler}",
+                    f"train.cuda_graphs={mode}",
+                    "train.steps=1000",
+                ],
+            )
+            trainers[mode] = Trainer(cfg, Runtime(0, 1, device()))
+        same_selections = True
+        for _ in range(steps):
+            graphed, _ = trainers["true"].train_step()
+            eager, _ = trainers["false"].train_step()
+            same_selections &= bool(torch.equal(graphed.indices, eager.indices))
+        pairs = zip(trainers["true"].model.parameters(), trainers["false"].model.parameters(), strict=True)
+        diff = max(float((a - b).abs().max()) for a, b in pairs)
+        scale = max(float(p.abs().max()) for p in trainers["false"].model.parameters())
+        ms = {}
+        for mode, trainer in trainers.items():  # each alone: the comparison waited at every step
+            trainer.close_block()
+            for _ in range(steps):
+                trainer.train_step()
+            ms[mode] = 1000 * sum(trainer.close_block().values()) / steps
+        out[sampler] = {
+            "graphed": trainers["true"].graphed is not None,
+            "steps": steps,
+            "same_selections": same_selections,
+            "max_abs_param_diff": diff,
+            "max_abs_param": scale,
+            "match": same_selections and diff <= 1e-4 * scale,
+            "ms_per_step_graphed": ms["true"],
+            "ms_per_step_eager": ms["false"],
         }
+        if sampler == DEFAULT and device().type == "cuda":
+            out["host_syncs_per_20_steps"] = host_syncs(trainers["true"], 20)
+        print(f"graph check {sampler}: {out[sampler]}", flush=True)
     return out
 
 
-def profile_steps(signal: Path, run_dir: Path, steps: int = 20) -> str:
-    """Where a ``nint`` step spends its time on the device and on the host."""
-    from torch.profiler import ProfilerActivity, profile
-
-    run_dir.mkdir(parents=True)
-    settings = [*SMALL, "sampler.name=nint", "train.steps=1000", "log.every=1000000"]
-    cfg = load_config(None, [f"data.path={signal}", f"run.dir={run_dir}", *settings])
-    trainer = Trainer(cfg, Runtime(0, 1, device()))
-    for _ in range(80):  # past the NTK refreshes of the first calls
-        trainer.train_step()
-    trainer.close_block()
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    host = time.perf_counter()
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            trainer.train_step()
-        spans = trainer.close_block()
-    host = time.perf_counter() - host
+def host_syncs(trainer: Trainer, steps: int) -> dict[str, int]:
+    """Which lines make the host wait for the GPU during ``steps`` training steps."""
     syncs: dict[str, int] = {}
-    if torch.cuda.is_available():  # which lines of a step make the host wait for the GPU
-        torch.cuda.set_sync_debug_mode("warn")
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for _ in range(steps):
                 trainer.train_step()
-            torch.cuda.set_sync_debug_mode("default")
-        for w in caught:
-            where = f"{Path(w.filename).name}:{w.lineno}"
-            syncs[where] = syncs.get(where, 0) + 1
-    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    head = (
-        f"{steps} nint steps: {1000 * host / steps:.2f} ms/step on the host clock (profiler on); "
-        + ", ".join(f"{k} {1000 * v / steps:.2f}" for k, v in spans.items())
-        + " ms/step on the device\n"
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for w in caught:
+        where = f"{Path(w.filename).name}:{w.lineno}"
+        syncs[where] = syncs.get(where, 0) + 1
+    return syncs
+
+
+def hash_settings(bench: Bench, signal: Path, seconds: float) -> list[str]:
+    """The hash grid for a signal: finest level at its longest side, table 2^(log2 N − 4) within
+    [2^12, 2^22] (2^20 for 14.7 MP), 2^18 samples per step."""
+    import zarr
+
+    shape = zarr.open_array(str(signal), mode="r").shape[:-1]
+    num_points = math.prod(shape)
+    table = max(12, min(22, math.ceil(math.log2(num_points)) - 4))
+    extra = ["model.hash_backend=auto"] if device().type == "cuda" else []  # Triton where installed
+    return [
+        *HASH,
+        *extra,
+        f"model.hash_max_resolution={max(shape)}",
+        f"model.hash_log2_size={table}",
+        f"sampler.ratio={min(BATCH / num_points, 0.5)}",
+        f"train.max_seconds={seconds}",
+        *bench.hash_extra,
+    ]
+
+
+def head_to_head(bench: Bench, name: str, signal: Path, seconds: float, default_logging: bool) -> None:
+    """The default sampler and uniform on one large signal for ``seconds`` of training each."""
+    quiet = [] if default_logging else ["log.tensorboard=false", "log.every=100"]
+    bench.fit(
+        f"{name} hash {DEFAULT}",
+        signal,
+        [*hash_settings(bench, signal, seconds), *quiet],
+        seconds,
+        default_logging,
     )
-    head += f"host synchronisations in {steps} steps, by line: {syncs}\n"
-    return head + prof.key_averages().table(sort_by=sort, row_limit=25)
+    uniform = ["sampler.name=uniform", "log.tensorboard=false", "log.every=100"]
+    bench.fit(f"{name} hash uniform", signal, [*hash_settings(bench, signal, seconds), *uniform], seconds)
 
 
-def large_runs(signals: dict[str, Path], out: Path, seconds: float, results: dict, save) -> None:
-    for name, signal in signals.items():
-        import zarr
-
-        num_points = math.prod(zarr.open_array(str(signal), mode="r").shape[:-1])
-        ratio = min(BATCH / num_points, 0.05)
-        for model, overrides in MODELS.items():
-            grid_side = max(zarr.open_array(str(signal), mode="r").shape[:-1])
-            table_log2 = max(12, min(22, math.ceil(math.log2(num_points)) - 4))  # 14.7 MP: 2^20
-            settings = [
-                *overrides,
-                f"model.hash_max_resolution={grid_side}",
-                f"model.hash_log2_size={table_log2}",
-                "sampler.name=nint",
-                f"sampler.ratio={ratio}",
-                "sampler.chunk=262144",
-                "train.steps=1000000",
-                f"train.max_seconds={seconds}",
-                "log.every=1000000" if num_points > 50e6 else "log.every=500",
-            ]
-            label = f"{name} {model}"
-            t0 = time.time()
-            try:
-                r = run_variant(signal, out / f"large-{len(results['large'])}", settings)
-            except Exception as e:  # one failed run must not cost the others
-                print(f"{label} failed: {e!r}", flush=True)
-                continue
-            r.update(signal=name, model=model, num_points=num_points, wall_s=time.time() - t0)
-            r.update(batch=round(ratio * num_points), hash_log2_size=table_log2)
-            results["large"].append(r)
-            save()
-            print(
-                f"{label}: {r['steps']} steps in {r['train_seconds']:.1f} s ({r['ms_per_step']:.1f} ms/step),"
-                f" PSNR {r['psnr_final']:.2f}, peak {r['peak_memory_gb']:.1f} GB",
-                flush=True,
-            )
+def ingest(image: Path, store: Path) -> Path:
+    if not store.exists():
+        write_signal(*image_signal(image), store, progress=False)
+    return store
 
 
-def fmt(value, spec=".2f") -> str:
-    return "—" if value is None else format(value, spec)
+def smoke_images(folder: Path, names: list[str]) -> Path:
+    """Small stand-ins for the photographs, cut from the bundled sample image."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = Image.open(Path(__file__).resolve().parents[1] / "nint_dist" / "assets" / "sample.png").convert(
+        "RGB"
+    )
+    for name, size in zip(names, [(48, 48), (192, 128), (160, 96)], strict=True):
+        sample.resize(size).save(folder / name)
+    return folder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, required=True, help="01.png, kodim01.png and the large photo")
+    parser.add_argument("--images", type=Path, help="folder with 01.png and the two photographs")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--budget-s", type=float, default=270.0, help="wall seconds for part 1's runs")
-    parser.add_argument(
-        "--large-seconds", type=float, default=0.0, help="part 2: training seconds per run (0: skip)"
-    )
-    parser.add_argument("--skip-table", action="store_true", help="part 2 only")
-    parser.add_argument(
-        "--large", default="safelanding_5120x2880.jpg", help="part 2's photograph in --images"
-    )
-    parser.add_argument("--generated", default="16384x16384", help="part 2's generated grid ('' to skip)")
+    parser.add_argument("--large", default="safelanding_5120x2880.jpg")
+    parser.add_argument("--second", default="fallenleaf_2560x1600.jpg")
+    parser.add_argument("--steps", type=int, default=2000, help="SIREN steps on 01.png")
+    parser.add_argument("--large-seconds", type=float, default=60.0)
+    parser.add_argument("--giga", default="32768x32768", help="generated grid ('' to skip)")
+    parser.add_argument("--giga-seconds", type=float, default=150.0)
+    parser.add_argument("--deadline-s", type=float, default=515.0, help="wall seconds for all runs")
+    parser.add_argument("--smoke", action="store_true", help="everything tiny: a plumbing check on a CPU")
     args = parser.parse_args()
-    started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
-    generated = args.out / "generated.zarr"
+    siren, graph_steps = SIREN, 50
+    if args.smoke:
+        args.images = smoke_images(args.out / "images", ["01.png", args.large, args.second])
+        args.steps, args.large_seconds, args.giga_seconds, args.giga = 40, 2.0, 3.0, "128x128"
+        siren, graph_steps = [*SIREN, "model.layers=3", "model.width=32"], 5
+    if args.images is None:
+        parser.error("--images is required (or --smoke)")
+    giga = args.out / "giga.zarr"
     maker = None
-    if args.large_seconds > 0 and args.generated and not generated.exists():  # CPU work, beside part 1
-        maker = subprocess.Popen(
-            [sys.executable, "-m", "nint_dist.generate", str(generated), "--shape", args.generated],
-            stdout=subprocess.DEVNULL,
-        )
-    images = [] if args.skip_table else sorted({image for image, _, _ in VARIANTS})
-    signals = {}
-    for name in [*images, *([args.large] if args.large_seconds > 0 else [])]:
-        signals[name] = args.out / f"{Path(name).stem}.zarr"
-        if not signals[name].exists():
-            write_signal(*image_signal(args.images / name), signals[name], progress=False)
-    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    results: dict = {"device": name, "torch": torch.__version__, "steps": args.steps, "runs": [], "large": []}
+    if args.giga and not giga.exists():  # on the CPUs, beside parts 1-3 (which need one core)
+        env = {**os.environ, "DASK_NUM_WORKERS": str(max(1, (os.cpu_count() or 2) - 4))}
+        log = open(args.out / "generate.log", "w")
+        command = [sys.executable, "-m", "nint_dist.generate", str(giga), "--shape", args.giga]
+        maker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    bench = Bench(args.out, args.deadline_s)
+    if args.smoke:
+        bench.hash_extra = ["model.hash_levels=4", "model.width=16"]
+    small = ingest(args.images / "01.png", args.out / "01.zarr")
+    large = ingest(args.images / args.large, args.out / f"{Path(args.large).stem}.zarr")
+    second = ingest(args.images / args.second, args.out / f"{Path(args.second).stem}.zarr")
+    bench.results["settings"] = vars(args) | {"images": str(args.images), "out": str(args.out)}
 
-    def save() -> None:
-        (args.out / "gpu_results.json").write_text(json.dumps(results, indent=1))
+    graph_check(bench, small, siren, graph_steps)
+    per_step = [
+        *siren,
+        f"train.steps={args.steps}",
+        "log.every=20",
+        "log.eval_share=0",
+        "log.tensorboard=false",
+    ]
+    for name in ("uniform", DEFAULT, "nint-paper"):
+        bench.fit(f"01.png siren {name}", small, [*per_step, f"sampler.name={name}"], 0.0)
+    for name in ("uniform", DEFAULT):  # the card's TensorFloat-32 rate: what a 1 ms step needs
+        settings = [*per_step, f"sampler.name={name}", "train.tf32=true"]
+        bench.fit(f"01.png siren {name}, tf32", small, settings, 0.0)
 
-    if not args.skip_table:
-        table(args, signals, started, results, save)
-    if args.large_seconds > 0:
-        large = {f"{Path(args.large).stem}": signals[args.large]}
-        if maker is not None and maker.wait() == 0 or generated.exists():
-            large[f"generated {args.generated}"] = generated
-        large_runs(large, args.out, args.large_seconds, results, save)
-    print_tables(results)
-
-
-def table(args, signals: dict[str, Path], started: float, results: dict, save) -> None:
-    """Part 1: the variants on the small images, in order of priority until the budget is spent."""
-    try:
-        results["ranking"] = ranking_overlap(signals["01.png"], args.out / "ranking", 200)
-        print("ranking check:", results["ranking"], flush=True)
-    except Exception as e:  # a failed check must not cost the timing runs
-        results["ranking"] = {"error": repr(e)}
-    for i, (image, label, overrides) in enumerate(VARIANTS):
-        if time.time() - started > args.budget_s:
-            print(f"skipped {image} {label}: over the time budget", flush=True)
-            continue
-        settings = [*SMALL, f"train.steps={args.steps}", *overrides]
-        try:
-            r = run_variant(signals[image], args.out / f"run{i}", settings)
-        except Exception as e:
-            print(f"{image} {label} failed: {e!r}", flush=True)
-            continue
-        results["runs"].append({"image": image, "variant": label, **r})
-        save()
-        print(
-            f"{image} {label}: {r['ms_per_step']:.2f} ms/step, to 30 dB {fmt(r['s_to_30'])} s, "
-            f"to 35 dB {fmt(r['s_to_35'])} s, PSNR {r['psnr_final']:.2f}",
-            flush=True,
-        )
-        if label == "nint":
-            try:
-                results["profile"] = profile_steps(signals[image], args.out / f"profile{i}")
-                (args.out / "profile.txt").write_text(results["profile"])
-                print(results["profile"].splitlines()[0], flush=True)
-            except Exception as e:
-                print(f"profile failed: {e!r}", flush=True)
+    head_to_head(bench, Path(args.large).stem, large, args.large_seconds, default_logging=True)
+    if maker is not None:
+        print("waiting for the generated signal…", flush=True)
+        maker.wait()
+    if giga.exists():
+        settings = [*hash_settings(bench, giga, args.giga_seconds), "log.tensorboard=false", "log.every=250"]
+        bench.fit(f"generated {args.giga} hash {DEFAULT}", giga, settings, args.giga_seconds)
+    elif args.giga:
+        bench.results["skipped"].append(f"generated {args.giga}: the generator failed (see generate.log)")
+    head_to_head(bench, Path(args.second).stem, second, args.large_seconds, default_logging=False)
+    bench.results["total_seconds"] = elapsed()
+    bench.save()
+    print_tables(bench.results, args)
 
 
-def print_tables(results: dict) -> None:
-    print(f"\n## {results['device']}, torch {results['torch']}, {results['steps']} steps\n")
+def fmt(value, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def print_tables(results: dict, args) -> None:
+    runs = results["runs"]
+    ok = {k: v for k, v in runs.items() if "error" not in v}
     print(
-        "| image | variant | ms/step | score | select | exchange | train | loop | s to 25 dB | s to 30 dB "
-        "| s to 35 dB | PSNR end |"
+        f"\n## {results['device']}, torch {results['torch']},"
+        f" {results.get('total_seconds', 0):.0f} s in all\n"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results["runs"]:
+    print(
+        "| run | steps | training s | wall s | eval s | ms/step | score | select | train | PSNR | peak GB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, r in ok.items():
         print(
-            f"| {r['image']} | {r['variant']} | {r['ms_per_step']:.2f} | {r['ms_score']:.2f} "
-            f"| {r['ms_select']:.2f} | {r['ms_exchange']:.2f} | {r['ms_train']:.2f} | {r['ms_loop']:.2f} "
-            f"| {fmt(r['s_to_25'])} "
-            f"| {fmt(r['s_to_30'])} | {fmt(r['s_to_35'])} | {r['psnr_final']:.2f} |"
+            f"| {label} | {r['steps']} | {r['train_seconds']:.2f} | {r['wall_seconds']:.1f}"
+            f" | {r['eval_seconds']:.1f}"
+            f" | {r['ms_per_step']:.3f} | {r['ms_score']:.3f} | {r['ms_select']:.3f} | {r['ms_train']:.3f}"
+            f" | {r['psnr']:.2f} | {r['peak_memory_gb']:.2f} |"
         )
-    if results["large"]:
-        print("\n### Large signals (sampler nint, 2^18 samples per step)\n")
-        print("| signal | model | training s | steps | ms/step | PSNR | peak GB |")
-        print("|---|---|---|---|---|---|---|")
-        for r in results["large"]:
-            print(
-                f"| {r['signal']} | {r['model']} | {r['train_seconds']:.0f} | {r['steps']} "
-                f"| {r['ms_per_step']:.1f} | {r['psnr_final']:.2f} | {r['peak_memory_gb']:.1f} |"
+    for label, r in runs.items():
+        if "error" in r:
+            print(f"| {label} | failed: {r['error']} |")
+    print(f"\nskipped: {results['skipped'] or 'nothing'}; graph check: {results.get('graph_check')}")
+    large, second = Path(args.large).stem, Path(args.second).stem
+    rows = []
+
+    def row(target: str, measured, limit, met: bool | None) -> None:
+        rows.append((target, measured, limit, "—" if met is None else ("yes" if met else "no")))
+
+    def curve(label: str) -> list[dict]:
+        return [{"train_seconds": c[1], "psnr": c[3]} for c in ok[label]["curve"]] if label in ok else []
+
+    uniform, default = ok.get(f"{large} hash uniform"), ok.get(f"{large} hash {DEFAULT}")
+    if uniform:
+        rate = uniform["steps"] * uniform["samples_per_step"] / uniform["train_seconds"] / 1e6
+        row(f"hash grid, uniform, {large}: M samples/s", f"{rate:.4g}", "≥ 150", rate >= 150)
+    if uniform and default:
+        ratio = default["ms_per_step"] / uniform["ms_per_step"]
+        row(f"{DEFAULT} step / uniform step (hash grid, {large})", f"{ratio:.2f}", "≤ 1.3", ratio <= 1.3)
+    if default:
+        reach = time_to(curve(f"{large} hash {DEFAULT}"), 36.0)
+        row(f"{large}: s to 36 dB, {DEFAULT}", fmt(reach), f"≤ {args.large_seconds:.0f}", reach is not None)
+    for name in (large, second):  # final PSNRs (whole signal), both runs stopped by the same budget
+        a, b = ok.get(f"{name} hash {DEFAULT}"), ok.get(f"{name} hash uniform")
+        if a and b:
+            gap = a["psnr"] - b["psnr"]
+            measured = (
+                f"{gap:+.2f} dB ({a['psnr']:.2f} after {a['train_seconds']:.1f} s vs {b['psnr']:.2f}"
+                f" after {b['train_seconds']:.1f} s)"
             )
-    by = {(r["image"], r["variant"]): r for r in results["runs"]}
-    print("\n### Targets (01.png)\n")
+            row(f"{name}: {DEFAULT} − uniform at the budget", measured, "≥ +0.50 dB", gap >= 0.5)
+    for suffix in ("", ", tf32"):  # float32 training, then TensorFloat-32 matrix products
+        u, n = ok.get(f"01.png siren uniform{suffix}"), ok.get(f"01.png siren {DEFAULT}{suffix}")
+        if u:
+            ms = u["ms_per_step"]
+            row(f"SIREN 6x256, 01.png: uniform{suffix} ms/step", f"{ms:.3f}", "≤ 1.0", ms <= 1.0)
+        if n:
+            reach = time_to(curve(f"01.png siren {DEFAULT}{suffix}"), 30.0)
+            row(f"{DEFAULT}{suffix}: s to 30 dB", fmt(reach), "≤ 1.2", reach is not None and reach <= 1.2)
+            own = time_to(curve(f"01.png siren uniform{suffix}"), 30.0) if u else None
+            limit = None if own is None else 0.8 * own
+            met = reach is not None and limit is not None and reach <= limit
+            row(f"{DEFAULT}{suffix}: s to 30 dB vs 0.8 × uniform{suffix}'s", fmt(reach), fmt(limit), met)
+    n, p = ok.get(f"01.png siren {DEFAULT}"), ok.get("01.png siren nint-paper")
+    if n and p:
+        gap = n["psnr"] - p["psnr"]
+        row(f"{DEFAULT} − nint-paper at {args.steps} steps", f"{gap:+.2f} dB", "≥ −0.30 dB", gap >= -0.3)
+    if default:
+        limit = 1.15 * default["train_seconds"] + 10
+        row(
+            f"wall-clock at default logging ({large}, {DEFAULT})",
+            f"{default['wall_seconds']:.1f} s",
+            f"{limit:.1f} s",
+            default["wall_seconds"] <= limit,
+        )
+    giga = ok.get(f"generated {args.giga} hash {DEFAULT}")
+    if giga:
+        rate = giga["steps"] * giga["samples_per_step"] / giga["train_seconds"] / 1e6
+        row(
+            f"gigapixel {args.giga}: {giga['train_seconds']:.0f} s without running out of memory",
+            f"{rate:.4g} M samples/s, peak {giga['peak_memory_gb']:.1f} GB, PSNR {giga['psnr']:.2f}",
+            "—",
+            True,
+        )
+    else:
+        row(f"gigapixel {args.giga}", "not run", "—", False)
+    print(f"\n### Targets ({results['device']})\n")
     print("| target | measured | limit | met |")
     print("|---|---|---|---|")
-    for nint_label, uniform_label in (("nint", "uniform"), ("nint, tf32", "uniform, tf32")):
-        nint, uniform = by.get(("01.png", nint_label)), by.get(("01.png", uniform_label))
-        if not nint or not uniform:
-            continue
-        for db in (30, 35):
-            got = nint[f"s_to_{db}"]
-            own = uniform[f"s_to_{db}"]
-            for limit, what in (
-                (0.6 * REFERENCE_UNIFORM_S[db], "0.6× reference uniform"),
-                (None if own is None else 0.8 * own, f"0.8× {uniform_label}"),
-            ):
-                met = "yes" if got is not None and limit is not None and got <= limit else "no"
-                print(f"| {nint_label}: s to {db} dB vs {what} | {fmt(got)} | {fmt(limit)} | {met} |")
-    paper = by.get(("01.png", "nint-paper"))
-    if paper and by.get(("01.png", "nint")):
-        gap = by[("01.png", "nint")]["psnr_final"] - paper["psnr_final"]
-        print(
-            f"| nint PSNR at {results['steps']} steps minus nint-paper's | {gap:+.2f} dB | ≥ −0.30 dB "
-            f"| {'yes' if gap >= -0.3 else 'no'} |"
-        )
+    for target, measured, limit, met in rows:
+        print(f"| {target} | {measured} | {limit} | {met} |")
+    print(
+        "| CPU rows (audio, SDF, 2048×1280 regression check) | measured on a CPU,"
+        " not by this script | — | — |"
+    )
 
 
 if __name__ == "__main__":

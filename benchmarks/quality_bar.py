@@ -4,7 +4,7 @@ Each image is downscaled to 128 pixels on its long side (coordinates in [-1, 1],
 [0, 1]) and fitted with SIREN 4x64, Adam 1e-3, ratio 0.2, 300 steps, through the project's
 own training code (one worker in this process; the distributed run makes the same selections).
 
-    python benchmarks/quality_bar.py ../shared/data/images/kodak/*.png --out quality_bar.json
+    python benchmarks/quality_bar.py IMAGES_DIR/kodak/*.png --out quality_bar.json
 """
 
 import argparse

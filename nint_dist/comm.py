@@ -1,7 +1,7 @@
 """Collectives over the training process group, and the identity for one worker.
 
-Every worker must make the same calls in the same order (style rule 4): callers never skip a
-collective because their own data is empty. Each call blocks at most the process group's
+Every worker must make the same calls in the same order (``docs/method.md``, "Collectives"):
+callers never skip a collective because their own data is empty. Each call blocks at most the process group's
 timeout (set when the group is created: ``train.collective_timeout_s``).
 """
 

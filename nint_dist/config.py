@@ -3,6 +3,7 @@
 with one line that names the key."""
 
 import datetime
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,12 @@ class ModelConfig:
     """Hash grid: grid points per axis at the coarsest level."""
     hash_max_resolution: int = 2048
     """Hash grid: grid points per axis at the finest level (about the signal's largest side)."""
+    hash_backend: str = "torch"
+    """Hash grid encoding: torch (plain PyTorch), triton (fused kernels, CUDA; needs the triton
+    package) or auto (triton for CUDA tensors where it is installed, torch otherwise)."""
+    hash_dtype: str = "float32"
+    """Hash grid: precision table entries are read at; float16 halves the kernels' gather
+    traffic, while the parameter, its gradient and the optimizer state stay float32."""
 
     def __post_init__(self):
         from nint_dist.models import MODELS
@@ -74,6 +81,9 @@ class ModelConfig:
             raise ValueError(f"model.name must be one of {sorted(MODELS)}, not {self.name!r}")
         if self.layers < 2 or self.width < 1:
             raise ValueError("model.layers must be at least 2 and model.width at least 1")
+        from nint_dist.models.hashgrid import check_options
+
+        check_options(self.hash_backend, self.hash_dtype)
 
 
 @dataclass
@@ -208,15 +218,17 @@ class TrainConfig:
     steps: int = 1000
     """Optimizer steps."""
     max_seconds: float | None = None
-    """Budget on the training clock (evaluation excluded); stops at whichever limit comes first."""
+    """Budget on the training clock (evaluation excluded); stops at whichever limit comes first.
+    A budget, not a hint: a step is started only if it fits (see ``Trainer.out_of_time``)."""
     lr: float = 1e-4
     """Adam learning rate."""
     seed: int = 42
     """Seeds the model's initialisation and every random pick."""
-    workers: int = 1
-    """Ray Train workers, one per GPU (or per CPU slot)."""
+    workers: int | None = None
+    """Workers, one per GPU (or per CPU slot). null: one per visible GPU (the local machine's, or
+    the Ray cluster's under RAY_ADDRESS), at least 1; 1 with train.device=cpu."""
     device: str = "auto"
-    """auto (GPUs when the cluster has them), cpu or cuda."""
+    """auto (GPUs when there are any: then every worker needs one), cpu or cuda."""
     dtype: str = "float32"
     """float32 or float64 (exactness tests)."""
     checkpoint_every: int = 0
@@ -236,6 +248,10 @@ class TrainConfig:
     tf32: bool = False
     """Let float32 matrix products use TensorFloat-32 on GPUs (faster, 10-bit mantissa), in
     training and scoring alike."""
+    cuda_graphs: bool = True
+    """Replay the training pass and nint's pool scoring from CUDA graphs where that is exact
+    (one worker on a GPU, constant ratio, no torch.compile or autocast; nint_dist.faststep);
+    false runs them eagerly everywhere."""
 
     def __post_init__(self):
         if self.steps < 1:
@@ -244,7 +260,7 @@ class TrainConfig:
             raise ValueError("train.max_seconds must be positive (or null for no budget)")
         if self.lr <= 0:
             raise ValueError("train.lr must be positive")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ValueError("train.workers must be at least 1")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError("train.device must be auto, cpu or cuda")
@@ -261,7 +277,19 @@ class TrainConfig:
 @dataclass
 class LogConfig:
     every: int = 25
-    """Steps between evaluations (PSNR over the whole signal; off the training clock)."""
+    """Steps between evaluations (off the training clock): PSNR over the evaluation subset
+    (log.eval_points), exact over the whole signal at checkpoints and at the end."""
+    eval_points: int = 262144
+    """Coordinates of the fixed random subset on which PSNR is measured at log steps; 0 (or a
+    signal no larger) measures the whole signal at every log step."""
+    images_every: int = 500
+    """Steps between TensorBoard images (preview, selection heat map), the preview's SSIM and
+    score histograms; they are also written at the end."""
+    eval_share: float | None = None
+    """Most evaluation and logging time as a share of the training clock: a log step that
+    would exceed it is skipped (not the checkpoints' and the end's). 0: no limit (benchmarks
+    that need every row); null: 0.1 on GPUs, no limit on CPUs (whose rows then fall on every
+    log.every steps, as tests expect)."""
     save_selection: bool = False
     """Write selection/step_NNNNNN.npy with the global indices trained on at each step."""
     tensorboard: bool = True
@@ -270,20 +298,29 @@ class LogConfig:
     """Show a progress bar on the driver."""
 
     def __post_init__(self):
-        if self.every < 1:
-            raise ValueError("log.every must be at least 1")
+        if self.every < 1 or self.images_every < 1:
+            raise ValueError("log.every and log.images_every must be at least 1")
+        if self.eval_points < 0 or (self.eval_share is not None and self.eval_share < 0):
+            raise ValueError("log.eval_points and log.eval_share must be >= 0")
+
+    def eval_share_on(self, device_type: str) -> float | None:
+        """The evaluation share in effect on a device type ('cuda', 'cpu', ...); None: no limit."""
+        if self.eval_share is not None:
+            return self.eval_share or None
+        return 0.1 if device_type == "cuda" else None
 
 
 @dataclass
 class RunSection:
     dir: str = "runs/run"
     """Output directory; must not already hold a run."""
-    backend: str = "ray"
-    """ray (Ray Train workers) or local (this process, one worker, Ray not needed)."""
+    backend: str = "auto"
+    """auto (local for one worker without RAY_ADDRESS, else ray), ray (Ray Train workers) or local
+    (this process, one worker, Ray not imported)."""
 
     def __post_init__(self):
-        if self.backend not in ("ray", "local"):
-            raise ValueError("run.backend must be ray or local")
+        if self.backend not in ("auto", "ray", "local"):
+            raise ValueError("run.backend must be auto, ray or local")
 
 
 @dataclass
@@ -296,8 +333,11 @@ class Config:
     run: RunSection = field(default_factory=RunSection)
 
     def __post_init__(self):
-        if self.run.backend == "local" and self.train.workers != 1:
+        if self.run.backend == "local" and self.train.workers not in (None, 1):
             raise ValueError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
+        hash_triton = self.model.name == "hashgrid" and self.model.hash_backend == "triton"
+        if hash_triton and self.train.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("model.hash_backend=triton needs a GPU; with train.device=cpu use torch or auto")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -316,6 +356,11 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
                 raise ConfigError(f"config file {path} must hold sections of keys (data:, model:, …)")
             layers.append(OmegaConf.create(content or {}))
         for item in overrides:
+            if item.startswith(("+", "~")):
+                raise ConfigError(
+                    f"override {item!r}: Hydra's +key / ~key forms are not needed here, every key exists"
+                    " already (see --help-config); write key=value, or the key's default to reset it"
+                )
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
         layers.append(OmegaConf.from_dotlist(list(overrides)))

@@ -47,7 +47,7 @@ def resolve_signal(cfg: Config):
                 f"data.path {path} is not a readable signal store ({str(e).splitlines()[0]})"
             ) from None
         return None, spec
-    array, spec = load_source(path, resolution=cfg.data.resolution, workers=cfg.train.workers)
+    array, spec = load_source(path, resolution=cfg.data.resolution, workers=cfg.train.workers or 1)
     return array, spec
 
 
@@ -122,9 +122,16 @@ def prepare_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int:
+def launch(config_path: str | None, overrides: list[str], verbose: bool = False) -> int:
+    print_summary(fit(config_path, overrides, verbose))
+    return 0
+
+
+def fit(config_path: str | None, overrides: list[str], verbose: bool = False) -> Path:
+    """Validate, prepare the run directory and train; returns the run directory."""
     cfg = load_config(config_path, overrides)
     cfg.data.source = cfg.data.path if is_store_url(cfg.data.path) else str(Path(cfg.data.path).resolve())
+    place(cfg, verbose)
     run_dir = Path(cfg.run.dir)
     if (run_dir / "config.yaml").exists():
         use_gpu = prepare_backend(cfg, verbose)
@@ -148,13 +155,13 @@ def launch(config_path: str, overrides: list[str], verbose: bool = False) -> int
     cfg.run.dir = str(run_dir.resolve())
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
-    with Progress(run_dir, cfg.train.steps, enabled=cfg.log.progress):
+    where = f"{device_of(cfg, use_gpu)} x {cfg.train.workers} worker(s)"
+    with Progress(run_dir, cfg.train.steps, enabled=cfg.log.progress, desc=where):
         if cfg.run.backend == "local":
             run_local(cfg)
         else:
             run_on_ray(cfg, use_gpu)
-    print_summary(run_dir)
-    return 0
+    return run_dir.resolve()
 
 
 def run_local(cfg: Config) -> None:
@@ -164,6 +171,55 @@ def run_local(cfg: Config) -> None:
 
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     run(cfg, Runtime(0, 1, device))
+
+
+def visible_gpus(cfg: Config, verbose: bool = False) -> int:
+    """GPUs the workers could use: the Ray cluster's under ``RAY_ADDRESS`` (joined here), else
+    this machine's."""
+    if os.environ.get("RAY_ADDRESS") and cfg.run.backend != "local":
+        import ray
+
+        join_ray(os.environ["RAY_ADDRESS"], verbose)
+        return int(ray.cluster_resources().get("GPU", 0))
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def place(cfg: Config, verbose: bool = False) -> None:
+    """Fill in ``train.workers`` (one per visible GPU, at least 1) and ``run.backend`` (local for
+    one worker without ``RAY_ADDRESS``, else ray), and refuse GPU requests the machine cannot
+    meet, before anything is written. A cluster under ``RAY_ADDRESS`` may autoscale, so its
+    current GPU count only sets the default."""
+    address = os.environ.get("RAY_ADDRESS")
+    gpus = 0 if cfg.train.device == "cpu" else visible_gpus(cfg, verbose)
+    if cfg.train.workers is None:
+        cfg.train.workers = max(1, gpus)
+    workers = cfg.train.workers
+    if cfg.run.backend == "auto":
+        cfg.run.backend = "local" if workers == 1 and not address else "ray"
+    if cfg.run.backend == "local" and workers != 1:
+        raise UserError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
+    if address and cfg.run.backend == "ray":
+        return
+    if cfg.train.device == "cuda" and gpus == 0:
+        raise UserError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
+    if 0 < gpus < workers:
+        raise UserError(
+            f"train.workers={workers} asks for {workers} GPU workers but {gpus} GPU(s) are visible;"
+            f" use train.workers={gpus}, or train.device=cpu to train on CPU cores"
+        )
+
+
+def device_of(cfg: Config, use_gpu: bool) -> str:
+    """What the run trains on, in words (for the plan and the summary)."""
+    if not use_gpu:
+        return "cpu"
+    if cfg.run.backend == "local" or not os.environ.get("RAY_ADDRESS"):
+        import torch
+
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return "cuda"
 
 
 def prepare_backend(cfg: Config, verbose: bool) -> bool:
@@ -199,23 +255,9 @@ def connect_ray(cfg: Config, verbose: bool) -> bool:
 
     workers = cfg.train.workers
     address = os.environ.get("RAY_ADDRESS")
-    if address and not ray.is_initialized():
-        check_reachable(address)
-    if not ray.is_initialized():
-        extra = (
-            {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
-        )
-        try:
-            ray.init(
-                address=address,
-                logging_level=logging.INFO if verbose else logging.ERROR,
-                log_to_driver=verbose,
-                **extra,
-            )
-        except ConnectionError as e:
-            raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    join_ray(address, verbose, workers)
     gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and gpus >= workers)
+    use_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and gpus > 0)
     # A running cluster may autoscale: its GPU nodes join once Ray Train asks for them.
     if use_gpu and gpus < workers and not address:
         raise UserError(f"train.device=cuda needs {workers} GPUs but the Ray cluster has {int(gpus)}")
@@ -225,7 +267,34 @@ def connect_ray(cfg: Config, verbose: bool) -> bool:
             f"train.workers={workers} needs {workers} CPU slots but the Ray cluster has {int(cpus)};"
             " lower train.workers or add nodes"
         )
+    cores = os.cpu_count() or 1
+    if not use_gpu and not address and workers > cores:
+        print(
+            f"warning: train.workers={workers} on {cores} CPU cores: the workers share the cores and"
+            " every step waits for the slowest; fewer workers train faster here",
+            file=sys.stderr,
+        )
     return use_gpu
+
+
+def join_ray(address: str | None, verbose: bool, workers: int = 1) -> None:
+    """Connect to the cluster at ``address``, or start a local Ray with a CPU slot per worker."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        check_reachable(address)
+    extra = {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
+    try:
+        ray.init(
+            address=address,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+            log_to_driver=verbose,
+            **extra,
+        )
+    except ConnectionError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
 
 
 def run_on_ray(cfg: Config, use_gpu: bool) -> None:
@@ -266,7 +335,8 @@ def _root_cause(e: BaseException) -> str:
 class Progress:
     """A progress bar on the driver, fed by the metrics.jsonl that worker 0 appends to."""
 
-    def __init__(self, run_dir: Path, total_steps: int, enabled: bool = True):
+    def __init__(self, run_dir: Path, total_steps: int, enabled: bool = True, desc: str | None = None):
+        self.desc = desc  # where the run trains: device and workers
         self.path = run_dir / "metrics.jsonl"
         self.total = total_steps
         self.enabled = enabled
@@ -286,7 +356,7 @@ class Progress:
     def _follow(self) -> None:
         from tqdm import tqdm
 
-        bar = tqdm(total=self.total, unit="step", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=self.total, unit="step", dynamic_ncols=True, file=sys.stderr, desc=self.desc)
         offset = 0
         while True:
             stopping = self._stop.wait(0.5)
@@ -313,9 +383,11 @@ def print_summary(run_dir: Path) -> None:
     metrics = "  ".join(
         f"{key} {final[key]:.4g}" for key in ("psnr", "ssim", "si_snr", "iou", "chamfer") if key in final
     )
+    device = final.get("device_name") or final.get("device", "")
     lines = [
-        f"done: {final['steps']} steps on {final['workers']} worker(s), {final['train_seconds']:.1f} s of"
-        f" training ({final['ms_per_step']:.1f} ms/step), sampler {final['sampler']}",
+        f"done: {final['steps']} steps on {final['workers']} worker(s) ({device}),"
+        f" {final['train_seconds']:.1f} s of training ({final['ms_per_step']:.1f} ms/step),"
+        f" sampler {final['sampler']}",
         f"final:           {metrics}",
         f"run directory:   {run_dir}",
     ]
@@ -326,16 +398,51 @@ def print_summary(run_dir: Path) -> None:
     lines.append(f"metrics:         {run_dir / 'metrics.jsonl'}  (summary: final.json)")
     lines.append(f"checkpoints:     {run_dir / 'checkpoints'}  (launch again with this run.dir to resume)")
     if (run_dir / "tensorboard").exists():
-        lines.append(f"TensorBoard:     tensorboard --logdir {run_dir / 'tensorboard'}")
+        # the environment's own tensorboard when it is not on PATH (a venv that is not activated)
+        tensorboard = shutil.which("tensorboard") or Path(sys.executable).parent / "tensorboard"
+        lines.append(f"TensorBoard:     {tensorboard} --logdir {run_dir / 'tensorboard'}")
     print("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nint_dist.launch", description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="YAML config file (e.g. configs/quickstart.yaml)")
+def main(argv: list[str] | None = None, prog: str = "python -m nint_dist.launch") -> int:
+    from nint_dist import __version__, cli
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Fit an INR: validate the config, prepare the run directory, then train with Ray Train"
+        " workers (or in this process with one worker).",
+        epilog=cli.OVERRIDE_HELP + " Resume a run by launching again with its run.dir.",
+    )
+    parser.add_argument("config", nargs="?", help="YAML config file (e.g. configs/quickstart.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=500")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs")
+    parser.add_argument(
+        "--help-config",
+        nargs="?",
+        const="",
+        metavar="PREFIX",
+        help="list every config key (or those under PREFIX, e.g. train) with type, default and meaning",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit without running"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and print the plan (signal, shards per worker, device, memory); write nothing",
+    )
+    parser.add_argument("--version", action="version", version=f"nint_dist {__version__}")
     args = parser.parse_args(argv)
+    if args.help_config is not None:
+        return run_cli(lambda: print(cli.help_config(args.help_config)) or 0)
+    if args.config is None:
+        parser.error("the config file is required (e.g. configs/quickstart.yaml)")
+    if "=" in args.config:  # overrides only: no config file
+        args.overrides, args.config = [args.config, *args.overrides], None
+    if args.print_config:
+        return run_cli(lambda: print(cli.print_config(args.config, args.overrides)) or 0)
+    if args.dry_run:
+        return run_cli(lambda: print(cli.plan(args.config, args.overrides)) or 0)
     return run_cli(lambda: launch(args.config, args.overrides, args.verbose))
 
 

@@ -60,6 +60,9 @@ class RunLog:
             np.save(self.dir / "selection" / f"step_{step:06d}.npy", indices.cpu().numpy())
 
     def final(self, summary: dict) -> None:
+        if self.writer is not None:  # where it ran, beside the curves
+            where = f"{summary.get('device_name')} x {summary.get('workers')} worker(s)"
+            self.writer.add_text("system/device", where)
         atomic_write_bytes(self.dir / "final.json", (json.dumps(summary, indent=2) + "\n").encode())
 
     def close(self) -> None:

@@ -2,7 +2,7 @@
 chunk size and not by the number of coordinates. Pure tensor functions: the all-reduce that
 turns a shard's ``J_wᵀ r_w`` into the global ``v`` happens in the caller.
 
-NTK score of coordinate i (design §2): s_i = ‖(J Jᵀ r)_i‖² summed over channels, computed as
+NTK score of coordinate i (``docs/method.md``): s_i = ‖(J Jᵀ r)_i‖² summed over channels, computed as
 v = Jᵀ r (a VJP, accumulated chunk by chunk) and w = J v (a JVP per chunk); K = J Jᵀ is never
 formed.
 
@@ -99,12 +99,14 @@ def residual_l1(
 def squared_error_sum(
     model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int
 ) -> torch.Tensor:
-    """Σ_i Σ_c (f(x_i) − y_i)² over the block, a float64 scalar."""
-    total = torch.zeros((), dtype=torch.float64)
+    """Σ_i Σ_c (f(x_i) − y_i)² over the block, a float64 scalar on the model's device (summed
+    there: no host round trip per chunk)."""
+    total = None
     for lo, hi in chunk_bounds(n, chunk):
         err = model(coords_of(lo, hi)) - targets_of(lo, hi)
-        total += err.double().pow(2).sum().cpu()
-    return total
+        part = err.double().pow(2).sum()
+        total = part if total is None else total + part
+    return torch.zeros((), dtype=torch.float64) if total is None else total
 
 
 def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int) -> Params:

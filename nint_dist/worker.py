@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nint_dist import checkpoint, scoring
+from nint_dist import checkpoint, scoring, selection
 from nint_dist.comm import Comm
 from nint_dist.config import Config, from_dict
+from nint_dist.faststep import GraphedScoringContext, GraphedTraining, graphs_wanted
 from nint_dist.metrics import psnr_from_mse
 from nint_dist.models import build_model
 from nint_dist.monitor import ImageMonitor, log_histograms
@@ -33,9 +34,11 @@ from nint_dist.schedules import num_selected, ratio_at
 from nint_dist.selection import balanced_bounds, ddp_scaled_loss
 from nint_dist.shard import Shard, ShardContext, load_shard
 from nint_dist.signal import ATTRS_KEY, flat_to_coords, from_unit, open_signal, shard_rows, to_unit
-from nint_dist.steptimer import PhaseTimer
+from nint_dist.steptimer import OFF_CLOCK, PhaseTimer
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+EVAL_SUBSET_STEP = -1
+"""The (seed, step) generator of the evaluation subset: a step no training step uses."""
 
 
 @dataclass
@@ -82,6 +85,9 @@ class Trainer:
     """Everything one worker holds for a run."""
 
     def __init__(self, cfg: Config, rt: Runtime):
+        self.wall_started = time.perf_counter()
+        self.wall_before = 0.0
+        """Wall seconds of the attempts before a resume."""
         self.cfg, self.rt = cfg, rt
         self.dtype = DTYPES[cfg.train.dtype]
         self.array, self.spec = open_signal(cfg.data.path)
@@ -104,9 +110,25 @@ class Trainer:
         self.sampler: Sampler = build_sampler(cfg.sampler)
         self.timer = PhaseTimer(rt.device)
         self.chunk = cfg.sampler.chunk_on(rt.device.type)
-        self.ctx = ShardContext(
+        autocast = getattr(cfg.train, "precision", "fp32") != "fp32"
+        self.graphs = graphs_wanted(
+            cfg.train.cuda_graphs,
+            rt.device,
+            rt.world_size,
+            cfg.train.compile,
+            cfg.sampler.ratio_schedule,
+            autocast,
+        )
+        self.ctx = (GraphedScoringContext if self.graphs else ShardContext)(
             self.model, self.shard, self.comm, self.chunk, cfg.train.seed, cfg.train.steps, self.timer
         )
+        self.graphed = None
+        if self.graphs:
+            params = list(self.model.parameters())
+            self.graphed = GraphedTraining(self.shard_pass, params, self.optimizer, self.timer)
+        self.eval_rows = self._eval_subset()
+        self.eval_seconds = 0.0
+        """Wall seconds spent in evaluations and logging since the process started."""
         self.step = 0
         self.train_seconds = 0.0
         self.part_sizes = 0
@@ -146,13 +168,18 @@ class Trainer:
         k = sel.indices.numel()
         bounds = [balanced_bounds(k, rt.world_size, r) for r in range(rt.world_size)]
         part = sel.indices[bounds[rt.rank][0] : bounds[rt.rank][1]]
-        route = self.ctx.route(part, bounds, sel.indices)
-        stored = self.ctx.exchange_targets(route)
-        timer.lap("exchange")
         weights = None if sel.weights is None else sel.weights[bounds[rt.rank][0] : bounds[rt.rank][1]]
-        self.optimizer.zero_grad(set_to_none=True)
         errors: list[torch.Tensor] | None = [] if getattr(self.sampler, "observes", False) else None
-        loss = self.accumulate_gradients(part, stored, weights, k, errors)
+        loss = None
+        if self.graphed is not None and errors is None:  # one worker: the pass gathers its targets itself
+            timer.lap("exchange")
+            loss = self.graphed.run(part, weights)
+        if loss is None:
+            route = self.ctx.route(part, bounds, sel.indices)
+            stored = self.ctx.exchange_targets(route)
+            timer.lap("exchange")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.accumulate_gradients(part, stored, weights, k, errors)
         self.optimizer.step()
         timer.lap("train")
         if errors is not None:  # the training pass's residuals, free, for samplers that keep a map
@@ -163,12 +190,25 @@ class Trainer:
         self.step += 1
         return sel, loss.detach()
 
+    def shard_pass(self, part: torch.Tensor) -> torch.Tensor:
+        """One worker's training pass on its own rows (``part`` of global indices, one worker):
+        targets gathered on the device, then ``accumulate_gradients``. What the CUDA graph of
+        the fast step captures."""
+        stored = self.shard.values[part - self.shard.start]
+        return self.accumulate_gradients(part, stored, None, part.numel())
+
     def close_block(self) -> dict[str, float]:
         """Seconds per phase of the steps since the last call (waits for the device); they join
-        the training clock."""
+        the training clock. Capturing CUDA graphs stays off it, like compilation."""
         spans = self.timer.close()
+        self.compile_seconds += spans.pop(OFF_CLOCK, 0.0)
         self.train_seconds += sum(spans.values())
         return spans
+
+    def wall_clock(self) -> float:
+        """Wall seconds of the run so far: set-up, training, evaluation and logging (all
+        attempts of a resumed run)."""
+        return self.wall_before + time.perf_counter() - self.wall_started
 
     def clock(self) -> float:
         """Training seconds so far, the open block estimated from the host clock."""
@@ -206,40 +246,87 @@ class Trainer:
             total += loss.detach()
         return total
 
-    def evaluate(self, loss: torch.Tensor) -> dict[str, float]:
-        """Global MSE/PSNR over the whole signal, the mean training loss, and each worker's peak
-        memory, training seconds and samples trained on (load balance). Collective."""
-        s, world = self.shard, self.rt.world_size
+    def _eval_subset(self) -> torch.Tensor | None:
+        """Rows of this worker's shard in the run's fixed evaluation subset: ``log.eval_points``
+        distinct coordinates drawn once from the run's seed, the same for any worker count.
+        None when the signal has no more points than that (every evaluation is then exact)."""
+        count, n = self.cfg.log.eval_points, self.spec.num_points
+        if count == 0 or count >= n:
+            return None
+        generator = selection.step_generator(self.cfg.train.seed, EVAL_SUBSET_STEP, self.rt.device)
+        rows, _ = self.ctx.local_part(torch.sort(selection.distinct_draw(n, count, generator)).values)
+        return rows
+
+    def evaluate(self, loss: torch.Tensor, exact: bool = True) -> dict[str, float]:
+        """MSE/PSNR over the whole signal (``exact``) or over the fixed evaluation subset, the
+        mean training loss, and each worker's peak memory, training seconds and samples
+        trained on (load balance). The squared errors are summed on the device and read back
+        once. Collective."""
+        s, world, spec = self.shard, self.rt.world_size, self.spec
+        rows = None if exact else self.eval_rows
+        if rows is None:
+            points = spec.num_points
+            squared = scoring.squared_error_sum(self.model, s.coords, s.targets, s.size, self.chunk)
+        else:
+            points = self.cfg.log.eval_points
+            flat = rows + s.start
+            squared = scoring.squared_error_sum(
+                self.model,
+                lambda lo, hi: flat_to_coords(flat[lo:hi], spec, self.dtype),
+                lambda lo, hi: to_unit(s.values[rows[lo:hi]], spec, self.dtype),
+                rows.numel(),
+                self.chunk,
+            )
         per_worker = torch.zeros(3, world, dtype=torch.float64)
         per_worker[:, self.rt.rank] = torch.tensor(
             [peak_memory_bytes(self.rt.device), self.train_seconds, float(self.part_sizes)]
         )
-        stats = torch.cat(
-            [
-                scoring.squared_error_sum(self.model, s.coords, s.targets, s.size, self.chunk).view(1),
-                loss.double().cpu().view(1),
-                per_worker.view(-1),
-            ]
-        ).to(self.rt.device)
-        self.comm.all_reduce_sum_([stats])
-        stats = stats.cpu()
-        mse = float(stats[0]) / (self.spec.num_points * self.spec.channels)
+        device_part = torch.stack([squared.double(), loss.detach().double().to(squared.device)])
+        stats = torch.cat([device_part.cpu(), per_worker.view(-1)])
+        if world > 1:
+            stats = stats.to(self.rt.device)
+            self.comm.all_reduce_sum_([stats])
+            stats = stats.cpu()
+        mse = float(stats[0]) / (points * spec.channels)
         memory, seconds, samples = stats[2:].view(3, world)
         return {
             "loss": float(stats[1]) / world,
             "mse": mse,
             "psnr": psnr_from_mse(mse),
+            "psnr_points": float(points),
             "peak_memory_max_bytes": float(memory.max()),
             **{f"memory/worker_{r}_bytes": float(memory[r]) for r in range(world)},
             "balance_samples_max_over_mean": float(samples.max() / samples.mean().clamp_min(1)),
             "balance_seconds_max_over_mean": float(seconds.max() / seconds.mean().clamp_min(1e-12)),
         }
 
-    def out_of_time(self) -> bool:
-        """Same answer on every worker: the slowest worker's clock decides. Collective when a
-        budget is set."""
+    def evaluation_fits(self) -> bool:
+        """Whether a log step's evaluation is made: evaluation and logging so far stay within
+        ``log.eval_share`` of the training clock (rows are then skipped, never the exact
+        evaluations at checkpoints and at the end). The same answer on every worker."""
+        share = self.cfg.log.eval_share_on(self.rt.device.type)
+        over = share is not None and self.eval_seconds > share * self.clock()
+        return self.comm.all_reduce_max(float(over)) == 0.0
+
+    def out_of_time(self, close: Callable[[], None]) -> bool:
+        """Whether the next step would overrun ``train.max_seconds``, a budget and not a hint:
+        a step is started only if the training clock plus the dearest step measured so far
+        stays within it. The dearest, not a typical one, because steps differ in cost (NTK
+        refreshes, EVOS's fitness steps) and which kind comes next is decided inside the step;
+        the process's first step is left out (its start-up never recurs, see
+        ``PhaseTimer.dearest_step``), so a first step longer than the whole budget still runs.
+        The open block's clock is the host's estimate, short of the device's by the steps the
+        host has queued ahead (many with CUDA graphs); in the last stretch (two dearest steps and 5% of
+        the budget, at least a second) the block is closed at every step (``close``, which
+        waits for the device), so the decision uses the device's figure. The slowest worker
+        decides for all. Collective when a budget is set."""
         budget = self.cfg.train.max_seconds
-        return budget is not None and self.comm.all_reduce_max(self.clock()) >= budget
+        if budget is None:
+            return False
+        dearest = self.timer.dearest_step
+        if self.clock() + 2 * dearest >= budget - max(0.05 * budget, 1.0):
+            close()
+        return self.comm.all_reduce_max(self.clock() + self.timer.dearest_step) > budget
 
     def state(self) -> dict:
         """Everything a resumed run needs to continue exactly as an uninterrupted one. Sampler
@@ -252,6 +339,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "wall_seconds": self.wall_clock(),
             "config": self.cfg.to_dict(),
         }
 
@@ -263,6 +351,7 @@ class Trainer:
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         self.part_sizes = int(state.get("part_sizes", 0))
+        self.wall_before = float(state.get("wall_seconds", 0.0))
 
     def save_checkpoint(self, metrics: dict) -> None:
         """Worker 0 writes the state; under Ray Train it is reported (every worker reports, as
@@ -303,26 +392,32 @@ class Trainer:
                 self.log.selection(self.step, sel.indices)
             if self.monitor is not None:
                 self.monitor.add_selection(sel.indices)
-            finished = self.step >= cfg.train.steps or self.out_of_time()
-            if finished or self.step % cfg.log.every == 0:
+            finished = self.step >= cfg.train.steps or self.out_of_time(tally_block)
+            checkpoint_due = (
+                not finished and cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0
+            )
+            if finished or (self.step % cfg.log.every == 0 and (checkpoint_due or self.evaluation_fits())):
                 tally_block()
+                evaluation_started = time.perf_counter()
                 steps = since_log["steps"]
                 traffic = {  # this worker's payload per step, by collective (DDP's gradients included)
                     f"bytes_per_step/{kind}": (sent - since_log["bytes"][kind]) / steps
                     for kind, sent in self.comm.bytes_sent.items()
                 }
                 traffic["bytes_per_step/ddp_gradients"] = float(ddp_bytes if self.rt.world_size > 1 else 0)
-                result = self.evaluate(loss)
+                result = self.evaluate(loss, exact=bool(finished or checkpoint_due))
                 result.update(traffic)
                 result["samples_per_s"] = since_log["samples"] / max(since_log["seconds"], 1e-12)
                 since_log = {"samples": 0, "seconds": 0.0, "steps": 0, "bytes": dict(self.comm.bytes_sent)}
+                images = finished or self.step % cfg.log.images_every == 0
                 if self.log is not None:
-                    if self.monitor is not None:
+                    if self.monitor is not None and images:
                         result.update(self.monitor.log(self.log.writer, self.step, self.model))
-                    if self.log.writer is not None:
+                    if self.log.writer is not None and images:
                         log_histograms(self.log.writer, self.step, self.ctx.last_scores)
                     self.log.metrics(self._row(sel, result, timings))
-            if not finished and cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
+                self.eval_seconds += time.perf_counter() - evaluation_started
+            if checkpoint_due:
                 tally_block()
                 self.save_checkpoint(result)
             if finished:
@@ -340,9 +435,15 @@ class Trainer:
             "loss": result["loss"],
             "steps": self.step,
             "train_seconds": self.train_seconds,
+            "wall_seconds": self.wall_clock(),
+            "eval_seconds": self.eval_seconds,
             "ms_per_step": 1000.0 * self.train_seconds / max(self.step, 1),
             "compile_seconds": self.compile_seconds,
             "workers": self.rt.world_size,
+            "device": self.rt.device.type,
+            "device_name": (
+                torch.cuda.get_device_name(self.rt.device) if self.rt.device.type == "cuda" else "cpu"
+            ),
             "sampler": cfg.sampler.name,
             "num_points": self.spec.num_points,
             "peak_memory_max_bytes": result["peak_memory_max_bytes"],
@@ -362,6 +463,7 @@ class Trainer:
             "step": self.step,
             **result,
             "train_seconds": self.train_seconds,
+            "wall_seconds": self.wall_clock(),
             "lr": self.optimizer.param_groups[0]["lr"],
             "ratio": ratio,
             "num_selected": int(sel.indices.numel()),

@@ -1,4 +1,7 @@
-"""Shared fixtures: one local Ray instance for the whole session, small signals on disk."""
+"""Shared fixtures: one local Ray instance for the whole session, small signals on disk.
+
+Every signal a test reads is in the repository (``tests/data/``, ``nint_dist/assets/``) or is
+generated here; nothing outside the repository is needed."""
 
 import os
 from pathlib import Path
@@ -6,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+"""Small real signals with their provenance and licence (``tests/data/README.md``)."""
+SAMPLE = REPO / "nint_dist" / "assets" / "sample.png"
+"""The bundled quickstart photograph (Kodak kodim05 at 192x128)."""
 
 
 EXACT_FIT = [
@@ -33,15 +39,8 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"test signals not found at {SHARED_DATA}")
-    return SHARED_DATA
-
-
 def small_image(src: Path, dst: Path, long_side: int) -> Path:
-    """A downscaled RGB copy of a shared photograph."""
+    """A downscaled RGB copy of a photograph."""
     from PIL import Image
 
     with Image.open(src) as img:
@@ -84,3 +83,35 @@ def checkpoint_params(run_dir: Path):
 
     state = checkpoint.load(checkpoint.latest(run_dir))
     return torch.cat([v.reshape(-1).double() for v in state["model"].values()])
+
+
+def make_audio(rate: int = 44100, frames: int = 2048) -> np.ndarray:
+    """A mono test tone [frames] float32 in [-1, 1]: two partials under a decaying envelope and a
+    chirp, so it has structure at several frequencies (not a single sine a SIREN fits at once)."""
+    t = np.arange(frames) / rate
+    envelope = np.exp(-t / (frames / rate / 2))
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.25 * np.sin(2 * np.pi * 1320 * t + 0.3)
+    chirp = 0.2 * np.sin(2 * np.pi * (200 * t + 0.5 * 4000 * t**2 / t[-1]))
+    return ((tone + chirp) * envelope).astype(np.float32)
+
+
+def torus_mesh(major: float = 1.0, minor: float = 0.4, around: int = 24, tube: int = 12):
+    """A closed, consistently oriented triangle mesh of a torus: (vertices [V, 3], faces [F, 3])."""
+    u = np.linspace(0, 2 * np.pi, around, endpoint=False)
+    v = np.linspace(0, 2 * np.pi, tube, endpoint=False)
+    uu, vv = np.meshgrid(u, v, indexing="ij")
+    ring = major + minor * np.cos(vv)
+    vertices = np.stack([ring * np.cos(uu), ring * np.sin(uu), minor * np.sin(vv)], -1).reshape(-1, 3)
+    faces = []
+    for i in range(around):
+        for j in range(tube):
+            a, b = i * tube + j, ((i + 1) % around) * tube + j
+            c, d = ((i + 1) % around) * tube + (j + 1) % tube, i * tube + (j + 1) % tube
+            faces += [[a, b, c], [a, c, d]]
+    return vertices, np.array(faces)
+
+
+def write_obj(path: Path, vertices, faces) -> Path:
+    lines = [f"v {x} {y} {z}" for x, y, z in vertices] + [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
+    path.write_text("\n".join(lines) + "\n")
+    return path

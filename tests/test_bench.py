@@ -71,16 +71,16 @@ def test_ssim_matches_a_direct_computation():
     assert ssim(a, a) == pytest.approx(1.0)
 
 
-def test_bench_runs_strategies_through_the_trainer(shared_data, tmp_path):
+def test_bench_runs_strategies_through_the_trainer(tmp_path):
     out = tmp_path / "out"
     argv = ["--preset", "smoke", "--strategies", "uniform", "soft", "--steps", "6", "--set", "log.every=3"]
-    assert bench.main([*argv, "--data", str(shared_data), "--out", str(out)]) == 0
-    for name in ("results.json", "curves.csv", "tables.md", "div2k-01@48.png"):
+    assert bench.main([*argv, "--out", str(out)]) == 0
+    for name in ("results.json", "curves.csv", "tables.md", "kodim05@48.png"):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     assert [r["strategy"] for r in results["runs"]] == ["uniform", "soft"]
     for run in results["runs"]:
-        final = json.loads((out / "runs" / f"div2k-01@48-{run['strategy']}-42" / "final.json").read_text())
+        final = json.loads((out / "runs" / f"kodim05@48-{run['strategy']}-42" / "final.json").read_text())
         curve = run["curve"]
         assert curve["step"] == [3, 6]
         assert curve["train_seconds"][-1] == pytest.approx(final["train_seconds"])  # evaluation off the clock
@@ -91,14 +91,22 @@ def test_bench_runs_strategies_through_the_trainer(shared_data, tmp_path):
     with open(out / "curves.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["strategy"] for r in rows} == {"uniform", "soft"}
-    assert "**div2k-01@48**" in (out / "tables.md").read_text()
+    assert "**kodim05@48**" in (out / "tables.md").read_text()
     # a second call reuses the finished runs instead of training again
-    stamp = (out / "runs" / "div2k-01@48-soft-42" / "final.json").stat().st_mtime_ns
-    assert bench.main([*argv, "--data", str(shared_data), "--out", str(out)]) == 0
-    assert (out / "runs" / "div2k-01@48-soft-42" / "final.json").stat().st_mtime_ns == stamp
+    stamp = (out / "runs" / "kodim05@48-soft-42" / "final.json").stat().st_mtime_ns
+    assert bench.main([*argv, "--out", str(out)]) == 0
+    assert (out / "runs" / "kodim05@48-soft-42" / "final.json").stat().st_mtime_ns == stamp
 
 
-def test_gpu_paper_preset_starts_on_cpu(shared_data, tmp_path):
+def test_gpu_paper_preset_starts_on_cpu(tmp_path):
+    """On a generated 512x512 image laid out where the preset looks for DIV2K's first crop."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    (data / "images" / "div2k").mkdir(parents=True)
+    yy, xx = np.mgrid[0:512, 0:512]
+    pattern = np.stack([xx // 2, yy // 2, (xx + yy) // 4], -1) % 256
+    Image.fromarray(pattern.astype(np.uint8)).save(data / "images" / "div2k" / "01.png")
     argv = ["--preset", "gpu-paper", "--strategies", "uniform", "--signals", "div2k-01", "--steps", "2"]
     argv += ["--warmup-steps", "0"]
     assert (
@@ -110,21 +118,28 @@ def test_gpu_paper_preset_starts_on_cpu(shared_data, tmp_path):
                 "--device",
                 "cpu",
                 "--data",
-                str(shared_data),
+                str(data),
                 "--out",
-                str(tmp_path),
+                str(tmp_path / "out"),
             ]
         )
         == 0
     )
-    run = json.loads((tmp_path / "results.json").read_text())["runs"][0]
+    run = json.loads((tmp_path / "out" / "results.json").read_text())["runs"][0]
     assert run["final"]["num_points"] == 512 * 512 and run["curve"]["step"] == [2]
 
 
-def test_bench_refuses_an_unknown_strategy(shared_data, tmp_path, capsys):
-    argv = ["--strategies", "nope", "--data", str(shared_data), "--out", str(tmp_path)]
+def test_bench_refuses_an_unknown_strategy(tmp_path, capsys):
+    argv = ["--strategies", "nope", "--out", str(tmp_path)]
     assert bench.main(argv) == 2
     assert capsys.readouterr().err.startswith("error: unknown strategy 'nope'")
+
+
+def test_a_preset_on_a_data_folder_asks_for_it(tmp_path, capsys):
+    assert bench.main(["--preset", "cpu", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the cpu preset reads images/div2k/01.png") and "--data" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def _equal_seconds_module():

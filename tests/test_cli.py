@@ -1,5 +1,5 @@
 """The command line: user mistakes end with one `error:` line and exit status 2, touching
-nothing; a quickstart fit on a shared photograph reaches a justified PSNR."""
+nothing; a quickstart fit on a photograph reaches a justified PSNR."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from nint_dist import launch
-from tests.conftest import REPO, make_tiny_signal, small_image
+from tests.conftest import DATA, REPO, make_tiny_signal
 
 
 def run_cli(*args, cwd=REPO):
@@ -60,19 +60,20 @@ def test_existing_run_directory_is_refused_untouched(existing_run):
     assert snapshot(existing_run) == before
 
 
-def test_quickstart_fit_on_a_shared_photograph(ray_session, shared_data, tmp_path):
+def test_quickstart_fit_on_a_photograph(ray_session, tmp_path):
     """kodim01 at 128x85 with the quickstart settings (SIREN 4x64, lr 1e-3, nint, 300 steps,
     2 workers). The reference code reaches about 31.5 dB in this setting (nint 31.3) and uniform
     sampling about 29 dB; a fit that is not learning the image stays near 12 dB (the PSNR of its mean
     colour). 30 dB demands the reference's quality with a margin for platform noise."""
-    image = small_image(shared_data / "images" / "kodak" / "kodim01.png", tmp_path / "kodim01.png", 128)
+    image = DATA / "kodim01-128.png"
     run_dir = tmp_path / "run"
     code = launch.main(
-        ["configs/quickstart.yaml", f"data.path={image}", f"run.dir={run_dir}", "log.progress=false"]
-    )
+        ["configs/quickstart.yaml", f"data.path={image}", f"run.dir={run_dir}", "log.progress=false",
+         "train.workers=2"]
+    )  # fmt: skip
     assert code == 0
     final = json.loads((run_dir / "final.json").read_text())
-    assert final["steps"] == 300 and final["workers"] == 2
+    assert final["steps"] == 300 and final["workers"] == 2 and final["device"] == "cpu"
     assert final["psnr"] >= 30.0
     assert (run_dir / "reconstruction.png").exists() and any((run_dir / "tensorboard").iterdir())
     from nint_dist import checkpoint
@@ -120,7 +121,10 @@ def test_gpu_requested_without_one_local_backend(tmp_path):
 
 @pytest.mark.parametrize(
     "args,message",
-    [(["train.device=cuda"], "GPUs but the Ray cluster has 0"), (["train.workers=10"], "needs 10 CPU slots")],
+    [
+        (["train.device=cuda", "train.workers=2"], "no GPU is visible"),
+        (["train.workers=10"], "needs 10 CPU slots"),
+    ],
 )
 def test_more_than_the_cluster_has(ray_session, tmp_path, capsys, args, message):
     assert ray_session.cluster_resources().get("CPU") == 8 and not ray_session.cluster_resources().get("GPU")

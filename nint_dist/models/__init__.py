@@ -20,7 +20,8 @@ def _ffn(in_dim: int, out_dim: int, cfg) -> nn.Module:
 
 def _hashgrid(in_dim: int, out_dim: int, cfg) -> nn.Module:
     return HashGrid(in_dim, out_dim, cfg.layers, cfg.width, cfg.hash_levels, cfg.hash_log2_size,
-                    cfg.hash_features, cfg.hash_base_resolution, cfg.hash_max_resolution)  # fmt: skip
+                    cfg.hash_features, cfg.hash_base_resolution, cfg.hash_max_resolution,
+                    cfg.hash_backend, cfg.hash_dtype)  # fmt: skip
 
 
 MODELS: dict[str, Callable[[int, int, object], nn.Module]] = {

@@ -7,6 +7,13 @@ Level l has resolution floor(base · growth^l) with growth chosen so that the la
 hash the integer corner coordinates (XOR of coordinate × prime) into ``2^log2_size`` entries.
 Features of the 2^D corners are interpolated (bi/trilinearly) and concatenated over levels.
 Maps coordinates [N, D] in [-1, 1] to values [N, C].
+
+``backend`` 'triton' computes the encoding with the fused kernels of
+``nint_dist.models.hashgrid_triton`` (same rows, weights, parameters and state-dict keys, so
+checkpoints are interchangeable); 'auto' uses them for CUDA tensors when triton is installed.
+``table_dtype`` float16 rounds table entries to half precision where they are read (the kernels
+then gather from a half-precision copy, half the memory traffic) while the parameter, its
+gradient and the optimizer state stay in the module's precision, as Instant NGP does.
 """
 
 import math
@@ -16,7 +23,9 @@ from torch import nn
 
 from nint_dist.models.mlp import relu_mlp
 
-_PRIMES = (1, 2654435761, 805459861)
+HASH_PRIMES = (1, 2654435761, 805459861)  # dim 0's must stay 1 (the kernels assume it)
+BACKENDS = ("torch", "triton", "auto")
+TABLE_DTYPES = {"float32": None, "float16": torch.float16}
 
 
 class HashGrid(nn.Module):
@@ -31,17 +40,24 @@ class HashGrid(nn.Module):
         features: int = 2,
         base_resolution: int = 16,
         max_resolution: int = 2048,
+        backend: str = "torch",
+        table_dtype: str = "float32",
     ):
         super().__init__()
-        if in_dim > len(_PRIMES):
-            raise ValueError(f"the hash grid supports up to {len(_PRIMES)} coordinate dimensions")
+        if in_dim > len(HASH_PRIMES):
+            raise ValueError(f"the hash grid supports up to {len(HASH_PRIMES)} coordinate dimensions")
+        check_options(backend, table_dtype)
+        self.backend, self.read_dtype = backend, TABLE_DTYPES[table_dtype]
         self.in_dim, self.levels, self.size = in_dim, levels, 2**log2_size
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
         self.resolutions = [int(math.floor(base_resolution * growth**level)) for level in range(levels)]
         self.tables = nn.Parameter(torch.empty(levels, self.size, features).uniform_(-1e-4, 1e-4))
         corners = torch.tensor([[(c >> d) & 1 for d in range(in_dim)] for c in range(2**in_dim)])
         self.register_buffer("corners", corners, persistent=False)
-        self.register_buffer("primes", torch.tensor(_PRIMES[:in_dim]), persistent=False)
+        self.register_buffer("primes", torch.tensor(HASH_PRIMES[:in_dim]), persistent=False)
+        dense = [(r + 1) ** in_dim <= self.size for r in self.resolutions]
+        level_info = torch.tensor([[r, int(d)] for r, d in zip(self.resolutions, dense, strict=True)])
+        self.register_buffer("level_info", level_info.to(torch.int32), persistent=False)
         self.mlp = relu_mlp(levels * features, out_dim, layers, width)
 
     def _indices(self, corner: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -57,7 +73,19 @@ class HashGrid(nn.Module):
             hashed = hashed ^ (corner[..., d] * self.primes[d])
         return hashed % self.size
 
+    def _uses_triton(self, coords: torch.Tensor) -> bool:
+        if self.backend == "auto":
+            from nint_dist.models import hashgrid_triton
+
+            return coords.is_cuda and hashgrid_triton.available()
+        return self.backend == "triton"
+
     def encode(self, coords: torch.Tensor) -> torch.Tensor:
+        """Features [N, levels · features] in the coordinates' dtype."""
+        if self._uses_triton(coords):
+            from nint_dist.models import hashgrid_triton
+
+            return hashgrid_triton.encode(coords, self.tables, self.level_info, self.read_dtype)
         unit = ((coords + 1) * 0.5).clamp(0, 1)
         features = []
         for level, resolution in enumerate(self.resolutions):
@@ -67,8 +95,23 @@ class HashGrid(nn.Module):
             corner = base.long()[:, None, :] + self.corners[None]  # [N, 2^D, D]
             weight = torch.where(self.corners[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)
             values = self.tables[level][self._indices(corner, resolution)]  # [N, 2^D, F]
-            features.append((weight[..., None].to(values.dtype) * values).sum(1))
+            if self.read_dtype is not None:  # rounded on read; the gradient passes unrounded
+                values = values + (values.to(self.read_dtype).to(values.dtype) - values).detach()
+            features.append((weight[..., None] * values.to(weight.dtype)).sum(1))
         return torch.cat(features, dim=-1)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encode(coords))
+
+
+def check_options(backend: str, table_dtype: str) -> None:
+    """ValueError for a backend or table dtype the grid does not know, or triton missing."""
+    if backend not in BACKENDS:
+        raise ValueError(f"model.hash_backend must be one of {list(BACKENDS)}, not {backend!r}")
+    if table_dtype not in TABLE_DTYPES:
+        raise ValueError(f"model.hash_dtype must be one of {list(TABLE_DTYPES)}, not {table_dtype!r}")
+    if backend == "triton":
+        from nint_dist.models import hashgrid_triton
+
+        if not hashgrid_triton.available():
+            raise ValueError("model.hash_backend=triton needs the triton package (pip install triton)")

@@ -18,8 +18,8 @@ Why a fresh pool and not cached residuals: residual ranks change fast. A cache k
 for free (every trained sample's residual from the training forward pass) or re-measured
 every few steps, used either as a hard set or as sampling weights, lost to plain uniform
 sampling (BENCHMARKS.md, "Levers measured on the CPU that did not pay"); the same was seen
-for a hard set refreshed every m steps (design §8). A pool measured at the current parameters
-keeps the ranking exact for the candidates it holds.
+for a hard set refreshed every m steps. A pool measured at the current parameters keeps the
+ranking exact for the candidates it holds.
 
 Above ``ntk_max_points`` coordinates the NTK share is skipped: its scores need a
 vector-Jacobian and a Jacobian-vector product over the pool, which on a hash grid cost several

@@ -1,4 +1,4 @@
-"""``nint-paper``: NINT exactly as the reference code runs it (``reference/paper.md`` §1.4).
+"""``nint-paper``: NINT exactly as the reference code runs it (``docs/method.md``, "nint-paper").
 
 Per re-selection (call counter c, starting at 1):
 - at c = 1 and whenever c % period == 0 the NTK share is recomputed; with the reference

@@ -101,7 +101,8 @@ class ModelConfig:
 @dataclass
 class SamplerConfig:
     name: str = "nint"
-    """A sampler registry name: full, uniform, nint-paper, nint, int, egra, soft, evos, expansive."""
+    """A sampler registry name: full, uniform, nint-paper, nint, int, egra, soft, evos, expansive,
+    error-map."""
     ratio: float = 0.2
     """Fraction of all coordinates trained on per step (the start value of a schedule)."""
     ratio_schedule: str = "constant"
@@ -130,10 +131,27 @@ class SamplerConfig:
     pool_factor: float = 3.0
     """nint: residuals are ranked over a fresh uniform pool of about pool_factor·k coordinates per
     re-selection (k = the batch size); 0 ranks all N, as nint-paper does."""
+    ntk_max_points: int = 1_000_000
+    """nint: signals with more coordinates than this skip the NTK share (the pool's residual
+    ranking only): there the NTK scores cost several training steps and help a few early ones."""
     score_precision: str = "full"
     """nint: precision of the residual ranking on GPUs (training keeps its own): 'full' (the
     training dtype), 'tf32' (TensorFloat-32 matrix products) or 'half' (float16 autocast);
     ignored on CPUs."""
+    tile_side: int = 0
+    """error-map: grid points per tile along each axis; 0 sizes tiles from the ratio so that a
+    uniform batch puts about map_samples_per_tile samples in each."""
+    map_samples_per_tile: float = 4.0
+    """error-map: samples per tile per step that the automatic tile size aims at."""
+    map_decay: float = 0.5
+    """error-map: weight of a tile's earlier residuals each time it is trained on again."""
+    map_power: float = 1.0
+    """error-map: tiles are drawn in proportion to size · (mean residual)^map_power."""
+    map_uniform_share: float = 0.5
+    """error-map: share of the draw that is uniform over all coordinates."""
+    map_weighting: str = "none"
+    """error-map: 'none' (plain mean over the draw) or 'importance' (each sample's loss weighted
+    by its uniform density over its draw density: an unbiased full-signal gradient)."""
     edge_low: float = 30.0
     """egra: Canny's low threshold on the 8-bit grey image's L1 Sobel magnitude."""
     edge_high: float = 40.0
@@ -190,6 +208,15 @@ class SamplerConfig:
             raise ValueError(
                 "sampler.pool_factor must be >= 0 and sampler.score_precision full, tf32 or half"
             )
+        if self.tile_side < 0 or self.map_samples_per_tile <= 0 or not 0.0 <= self.map_decay <= 1.0:
+            raise ValueError(
+                "sampler.tile_side must be >= 0, sampler.map_samples_per_tile > 0"
+                " and sampler.map_decay in [0, 1]"
+            )
+        if self.map_power < 0 or not 0.0 <= self.map_uniform_share <= 1.0:
+            raise ValueError("sampler.map_power must be >= 0 and sampler.map_uniform_share in [0, 1]")
+        if self.map_weighting not in ("none", "importance"):
+            raise ValueError("sampler.map_weighting must be 'none' or 'importance'")
         if self.name == "soft" and self.ratio_schedule != "constant":
             raise ValueError("sampler.name=soft keeps a fixed population; use ratio_schedule=constant")
         if self.evos_interval_end < 1 or self.evos_interval_start < self.evos_interval_end:

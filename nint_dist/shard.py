@@ -319,6 +319,15 @@ class ShardContext:
         self.comm.all_reduce_sum_([out])
         return out
 
+    def gather_parts(self, part_values: torch.Tensor, bounds: list[tuple[int, int]]) -> torch.Tensor:
+        """Per-sample values of every worker's part of a selection, joined in selection order
+        (``bounds[w]`` is worker w's [start, stop)): [k], the same on every worker. Collective."""
+        if not self.comm.distributed:
+            return part_values
+        longest = max(hi - lo for lo, hi in bounds)
+        gathered = self.comm.all_gather_padded(part_values, longest, 0.0)
+        return torch.cat([gathered[w, : hi - lo] for w, (lo, hi) in enumerate(bounds)])
+
     def route(self, part: torch.Tensor, bounds: list[tuple[int, int]], selected: torch.Tensor) -> "Route":
         """Who sends which of its rows to whom, for this worker's ``part`` of the ascending
         ``selected`` indices; ``bounds[w]`` is worker w's [start, stop) in ``selected``."""

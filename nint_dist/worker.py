@@ -206,8 +206,9 @@ class Trainer:
         bounds = [balanced_bounds(k, rt.world_size, r) for r in range(rt.world_size)]
         part = sel.indices[bounds[rt.rank][0] : bounds[rt.rank][1]]
         weights = None if sel.weights is None else sel.weights[bounds[rt.rank][0] : bounds[rt.rank][1]]
+        errors: list[torch.Tensor] | None = [] if getattr(self.sampler, "observes", False) else None
         loss = None
-        if self.graphed is not None:  # one worker: the pass gathers its targets itself
+        if self.graphed is not None and errors is None:  # one worker: the pass gathers its targets itself
             timer.lap("exchange")
             loss = self.graphed.run(part, weights)
         if loss is None:
@@ -215,7 +216,7 @@ class Trainer:
             stored = self.ctx.exchange_targets(route)
             timer.lap("exchange")
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.accumulate_gradients(part, stored, weights, k)
+            loss = self.accumulate_gradients(part, stored, weights, k, errors)
         lr = self.learning_rate(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -225,6 +226,10 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         timer.lap("train")
+        if errors is not None:  # the training pass's residuals, free, for samplers that keep a map
+            part_errors = torch.cat(errors) if errors else torch.empty(0, device=rt.device)
+            self.sampler.observe(self.ctx, sel.indices, self.ctx.gather_parts(part_errors, bounds))
+            timer.lap("select")
         self.part_sizes += part.numel()
         self.step += 1
         return sel, loss.detach()
@@ -287,13 +292,19 @@ class Trainer:
         return self.train_seconds + self.timer.open_seconds()
 
     def accumulate_gradients(
-        self, part: torch.Tensor, stored: torch.Tensor, weights: torch.Tensor | None, num_selected: int
+        self,
+        part: torch.Tensor,
+        stored: torch.Tensor,
+        weights: torch.Tensor | None,
+        num_selected: int,
+        errors: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Forward/backward over this worker's part in passes of at most ``train.micro_batch``
         samples. The scaled loss is a sum over samples, so the accumulated gradient equals one
         pass over the whole part, while activation memory stays bounded by the pass size. DDP
         all-reduces once, on the last pass; every worker makes exactly one such pass (also
-        with an empty part). Returns this worker's loss."""
+        with an empty part). Returns this worker's loss; appends each pass's per-sample
+        mean_c |f − y| to ``errors`` when given."""
         size = self.cfg.train.micro_batch
         starts = list(range(0, part.numel(), size)) or [0]
         total = torch.zeros((), dtype=self.dtype, device=self.rt.device)
@@ -315,6 +326,8 @@ class Trainer:
                 piece = None if weights is None else weights[lo:hi]
                 loss = ddp_scaled_loss(prediction, target, num_selected, self.rt.world_size, piece)
                 (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+                if errors is not None:
+                    errors.append((prediction.detach() - target).abs().mean(dim=-1))
             total += loss.detach()
         return total
 

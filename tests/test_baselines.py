@@ -280,6 +280,7 @@ BASELINES = {
     "expansive": dict(edge_hysteresis_px=6, expansive_anchor=0.9),
     "nint-paper": dict(),  # not baselines, but checked the same way: the whole shard ranked
     "nint": dict(),  # NTK and residuals ranked over a pool, split between the shards
+    "error-map": dict(tile_side=3, map_uniform_share=0.3, map_weighting="importance"),
 }
 STEPS = 5
 
@@ -300,6 +301,13 @@ def _selections(ctx: ShardContext) -> dict:
         for step in range(STEPS):
             sel = sampler.select(ctx, step)
             picks.append((sel.indices.clone(), None if sel.weights is None else sel.weights.clone()))
+            if getattr(sampler, "observes", False):  # as the worker does: each part's residuals, gathered
+                k, world = sel.indices.numel(), ctx.comm.world_size
+                bounds = [selection.balanced_bounds(k, world, r) for r in range(world)]
+                lo, hi = bounds[ctx.comm.rank]
+                part = sel.indices[lo:hi]
+                errors = selection.index_uniforms(3, step, 1, part).double() * (1 + part % 7)
+                sampler.observe(ctx, sel.indices, ctx.gather_parts(errors, bounds))
         out[name] = picks
     rows = ctx.local_values(predicted=False).reshape(-1, 20, 3)
     block, top, bottom = ctx.halo(rows, 9, 9)

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from nint_dist.samplers.base import Sampler, Selection, SelectionContext
 from nint_dist.samplers.egra import Egra
+from nint_dist.samplers.error_map import ErrorMap
 from nint_dist.samplers.evos import Evos
 from nint_dist.samplers.expansive import Expansive
 from nint_dist.samplers.int_sampler import ErrorTopK
@@ -22,6 +23,7 @@ SAMPLERS: dict[str, Callable[[object], Sampler]] = {
     "soft": SoftMining,
     "evos": Evos,
     "expansive": Expansive,
+    "error-map": ErrorMap,
 }
 
 

@@ -21,6 +21,13 @@ sampling (BENCHMARKS.md, "Levers measured on the CPU that did not pay"); the sam
 for a hard set refreshed every m steps. A pool measured at the current parameters keeps the
 ranking exact for the candidates it holds.
 
+Above ``ntk_max_points`` coordinates the NTK share is skipped: its scores need a
+vector-Jacobian and a Jacobian-vector product over the pool, which on a hash grid cost several
+training steps each (a 2048×1280 photograph on a CPU: a `nint` step 4.6× a uniform one), while
+the NTK phase covers the first ~50 re-selections only, and on a large signal at a small ratio
+those see a few per cent of it. The residual ranking of the pool is what pays there
+(BENCHMARKS.md, "Large signals and other modalities on the CPU").
+
 The draw comes from the (seed, step) generator that every worker evaluates identically, and
 each worker scores the pool entries it owns, so the selection does not depend on the worker
 count. When the pool and the picks would not fit in N (ratio above 1 / (pool_factor + 1)), or
@@ -49,7 +56,10 @@ class Nint(NintPaper):
         def top(scores: torch.Tensor, num: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
             return ctx.global_topk(scores, num, exclude, indices=candidates, num_candidates=pool_size)
 
-        ntk = self.ntk_part(count, lambda num: top(self.ntk_ranking(ctx, rows), num))
+        if ctx.num_points > self.cfg.ntk_max_points:  # large signals: residual ranking only
+            ntk = pool[:0]
+        else:
+            ntk = self.ntk_part(count, lambda num: top(self.ntk_ranking(ctx, rows), num))
         residuals = ctx.residual_l1_at(rows, self.cfg.score_precision)
         residual = top(residuals, self.num_residual(count, ntk), ntk)
         num_random = count - ntk.numel() - residual.numel()

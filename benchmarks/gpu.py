@@ -86,7 +86,8 @@ def time_to(rows: list[dict], target: float) -> float | None:
 def run(signal: Path, run_dir: Path, settings: list[str], export: bool = False) -> dict:
     """One fit in this process; its final.json plus its metrics rows."""
     run_dir.mkdir(parents=True)
-    cfg = load_config(None, [f"data.path={signal}", f"run.dir={run_dir}", "run.backend=local", *settings])
+    base = [f"data.path={signal}", f"run.dir={run_dir}", "run.backend=local", "train.cuda_graphs=true"]
+    cfg = load_config(None, [*base, *settings])
     if device().type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     final = (Trainer if export else NoExportTrainer)(cfg, Runtime(0, 1, device())).fit()

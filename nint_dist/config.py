@@ -266,10 +266,11 @@ class TrainConfig:
     tf32: bool = False
     """Let float32 matrix products use TensorFloat-32 on GPUs (faster, 10-bit mantissa), in
     training and scoring alike."""
-    cuda_graphs: bool = True
+    cuda_graphs: bool = False
     """Replay the training pass and nint's pool scoring from CUDA graphs where that is exact
-    (one worker on a GPU, constant ratio, no torch.compile or autocast; nint_dist.faststep);
-    false runs them eagerly everywhere."""
+    (one worker on a GPU, constant ratio, no torch.compile or autocast; nint_dist.faststep).
+    Off by default until benchmarks/gpu.py has checked the replayed step against the eager one
+    on a GPU; false runs every pass eagerly."""
     lr_schedule: str = "constant"
     """Learning rate over the steps (see nint_dist.lr_schedule): constant; cosine (to
     train.lr_min at train.steps); step (times train.lr_decay at each of train.lr_milestones);

@@ -173,22 +173,11 @@ def test_equal_seconds_takes_median_times_and_interpolates_the_reference():
     )
 
 
-def _smoke_data(folder):
-    """The smoke preset's one image, from the bundled sample."""
-    import shutil
-    from pathlib import Path
-
-    image = folder / "images" / "div2k" / "01.png"
-    image.parent.mkdir(parents=True)
-    shutil.copy(Path(bench.__file__).parent / "assets" / "sample.png", image)
-    return folder
-
-
 def test_runs_are_reused_only_for_the_same_config_and_code(tmp_path):
-    data, out = _smoke_data(tmp_path / "data"), tmp_path / "out"
+    out = tmp_path / "out"  # the smoke preset fits the bundled sample
     argv = ["--preset", "smoke", "--strategies", "uniform", "--steps", "2", "--warmup-steps", "0"]
-    argv += ["--data", str(data), "--out", str(out)]
-    final = out / "runs" / "div2k-01@48-uniform-42" / "final.json"
+    argv += ["--out", str(out)]
+    final = out / "runs" / "kodim05@48-uniform-42" / "final.json"
     assert bench.main([*argv, "--set", "log.every=1"]) == 0
     stamp = final.stat().st_mtime_ns
     assert bench.main([*argv, "--set", "log.every=1"]) == 0
@@ -205,12 +194,12 @@ def test_runs_are_reused_only_for_the_same_config_and_code(tmp_path):
 
 
 def test_a_failing_strategy_is_recorded_not_dropped(tmp_path):
-    data, out = _smoke_data(tmp_path / "data"), tmp_path / "out"
+    out = tmp_path / "out"
     argv = ["--preset", "smoke", "--strategies", "uniform", "soft", "--steps", "2", "--warmup-steps", "0"]
     argv += ["--set", "log.every=1", "sampler.ratio_schedule=linear"]  # soft refuses a changing ratio
-    assert bench.main([*argv, "--data", str(data), "--out", str(out)]) == 0
+    assert bench.main([*argv, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert [r["strategy"] for r in results["runs"]] == ["uniform"]
     assert [(f["strategy"], f["seed"]) for f in results["failed"]] == [("soft", 42)]
     assert "ratio_schedule=constant" in results["failed"][0]["error"]
-    assert "Failed: div2k-01@48 soft seed 42" in (out / "tables.md").read_text()
+    assert "Failed: kodim05@48 soft seed 42" in (out / "tables.md").read_text()

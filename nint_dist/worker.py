@@ -136,7 +136,7 @@ class Trainer:
         self.sampler: Sampler = build_sampler(cfg.sampler)
         self.timer = PhaseTimer(rt.device)
         self.chunk = cfg.sampler.chunk_on(rt.device.type)
-        autocast = getattr(cfg.train, "precision", "fp32") != "fp32"
+        autocast = cfg.train.precision in AUTOCAST
         self.graphs = graphs_wanted(
             cfg.train.cuda_graphs,
             rt.device,

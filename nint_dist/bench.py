@@ -1,5 +1,5 @@
 """``python -m nint_dist.bench --preset cpu``: sampling strategies × signals × seeds through the
-training code of ``launch`` (the worker's ``Trainer``, one worker in this process), with the
+training code of ``launch`` (the worker's ``training.Loop``, one worker in this process), with the
 training clock paused during evaluation.
 
 Writes into ``--out``: ``results.json`` and ``curves.csv`` (PSNR and SSIM against steps and
@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ class Preset:
     at_seconds: list[float]
     note: str = ""
     clock: str = "wall"
-    """Time axis: 'wall' (the Trainer's train_seconds, CUDA-synchronised) or 'cpu' (CPU seconds
+    """Time axis: 'wall' (the loop's train_seconds, CUDA-synchronised) or 'cpu' (CPU seconds
     of the training steps: on a shared CPU machine other processes then do not count)."""
     threads: int | None = None
     """torch threads for the runs (None: PyTorch's default)."""
@@ -233,35 +232,30 @@ def prepare_signal(source: Path, long_side: int | None, folder: Path) -> Path:
     return store
 
 
-def bench_trainer_class():
-    """The worker's Trainer with SSIM added to each evaluation (one worker: its shard is the
-    whole image). Evaluation stays off the training clock, as in every run."""
+def ssim_metric(loop) -> dict[str, float]:
+    """SSIM of the whole image (one worker: its shard is the whole image), an extra metric of
+    every evaluation; evaluation stays off the training clock, as in every run."""
     from nint_dist import scoring
     from nint_dist.metrics import ssim
-    from nint_dist.worker import Trainer
 
-    class BenchTrainer(Trainer):
-        cpu_seconds = 0.0
+    s, spec = loop.shard, loop.spec
+    if len(spec.grid) != 2 or loop.rt.world_size != 1:
+        return {}
+    predicted = scoring.predict(loop.model, s.coords, s.size, loop.evaluation.pass_size)
+    shape = (*spec.grid, spec.channels)
+    return {
+        "ssim": ssim(predicted.clamp(0, 1).reshape(shape).cpu(), s.targets(0, s.size).reshape(shape).cpu())
+    }
 
-        def train_step(self):
-            start = time.process_time()
-            out = super().train_step()
-            self.cpu_seconds += time.process_time() - start
-            return out
 
-        def evaluate(self, loss, exact=True):
-            result = super().evaluate(loss, exact=True)  # curves are compared: always the whole signal
-            result["cpu_seconds"] = self.cpu_seconds
-            s = self.shard
-            if len(self.spec.grid) == 2 and self.rt.world_size == 1:
-                predicted = scoring.predict(self.model, s.coords, s.size, self.chunk)
-                shape = (*self.spec.grid, self.spec.channels)
-                result["ssim"] = ssim(
-                    predicted.clamp(0, 1).reshape(shape).cpu(), s.targets(0, s.size).reshape(shape).cpu()
-                )
-            return result
+def bench_loop(cfg, device: str = "auto"):
+    """The training loop as the benchmarks run it: every evaluation over the whole signal (curves
+    are compared), SSIM added to each, and the steps' CPU seconds counted (``cpu_seconds``)."""
+    from nint_dist.training import CpuSeconds, Loop
 
-    return BenchTrainer
+    return Loop.in_process(
+        cfg, device, always_exact=True, extra_metrics=[ssim_metric], cpu_seconds=CpuSeconds()
+    )
 
 
 RUN_KEY = "run_key.json"
@@ -297,12 +291,9 @@ def run_one(
     device: str,
     clock: str = "wall",
 ) -> dict:
-    """One fit through the Trainer; returns its curve from metrics.jsonl and its final.json. A
+    """One fit through the training loop; returns its curve from metrics.jsonl and its final.json. A
     finished run in ``run_dir`` is reused when its ``run_key.json`` matches this one's."""
-    import torch
-
     from nint_dist.config import load_config
-    from nint_dist.worker import Runtime
 
     cfg = load_config(
         None,
@@ -327,8 +318,7 @@ def run_one(
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-        bench_trainer_class()(cfg, Runtime(0, 1, torch.device("cuda" if use_cuda else "cpu"))).fit()
+        bench_loop(cfg, device).run()
         (run_dir / RUN_KEY).write_text(json.dumps(key, indent=1) + "\n")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     final = json.loads((run_dir / "final.json").read_text())

@@ -237,7 +237,7 @@ class TrainConfig:
     """Optimizer steps."""
     max_seconds: float | None = None
     """Budget on the training clock (evaluation excluded); stops at whichever limit comes first.
-    A budget, not a hint: a step is started only if it fits (see ``Trainer.out_of_time``)."""
+    A budget, not a hint: a step is started only if it fits (see ``training.clock.TimeBudget``)."""
     lr: float = 1e-4
     """Adam learning rate."""
     seed: int = 42

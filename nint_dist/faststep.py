@@ -5,10 +5,10 @@ arithmetic, sets its time. A CUDA graph records a pass's kernels once, for fixed
 memory addresses, and replays them with one launch and no host synchronisation. Captured here:
 
 - the training pass of one worker: gather the selected targets from the shard on the device,
-  forward, loss, backward into gradient tensors that stay in place. It is the Trainer's own
-  pass (``compute``), so it computes what the eager step computes. The optimizer step (fused
-  Adam: one multi-tensor kernel) runs after the replay, outside the graph, so the learning
-  rate and the optimizer's state stay the Trainer's to change and to checkpoint;
+  forward, loss, backward into gradient tensors that stay in place. It is the loop's own
+  pass (``Loop.local_pass``), so it computes what the eager step computes. The optimizer
+  step (fused Adam: one multi-tensor kernel) runs after the replay, outside the graph, so
+  the learning rate and the optimizer's state stay the loop's to change and to checkpoint;
 - a residual ranking over a pool of fixed size (``nint``'s scoring pass).
 
 The selection runs eagerly before each replay and its indices are copied into the graph's
@@ -119,7 +119,7 @@ class GraphCache:
 
 
 class GraphedTraining:
-    """The Trainer's training pass from graphs. ``run(part)`` leaves the gradients in the
+    """The training loop's pass from graphs. ``run(part)`` leaves the gradients in the
     parameters' ``.grad`` and returns the loss, or None where the eager path must run."""
 
     def __init__(

@@ -288,13 +288,29 @@ def print_interrupted(run_dir: Path) -> None:
     )
 
 
+def run_plan(cfg: Config, device: str):
+    """The run plan of the (already placed) config: what the workers are handed."""
+    from nint_dist.plan import RunPlan
+
+    _, spec = open_signal(cfg.data.path)
+    return RunPlan.split(
+        spec,
+        run_dir=cfg.run.dir,
+        signal=cfg.data.path,
+        source=cfg.data.source or cfg.data.path,
+        workers=cfg.train.workers,
+        backend=cfg.run.backend,
+        device=device,
+    )
+
+
 def run_local(cfg: Config) -> None:
     import torch
 
     from nint_dist.worker import Runtime, run
 
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
-    run(cfg, Runtime(0, 1, device))
+    run(cfg, run_plan(cfg, device.type), Runtime(0, 1, device))
 
 
 def visible_gpus(cfg: Config, verbose: bool = False) -> int:
@@ -453,9 +469,10 @@ def run_on_ray(cfg: Config, use_gpu: bool) -> None:
     failure = Path(cfg.run.dir) / FAILURE
     failure.unlink(missing_ok=True)  # a resumed run's previous failure is not this one's
     workers = cfg.train.workers
+    plan = run_plan(cfg, "cuda" if use_gpu else "cpu")
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=cfg.to_dict(),
+        train_loop_config={"config": cfg.to_dict(), "plan": plan.to_dict()},
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=use_gpu, resources_per_worker=None if use_gpu else {"CPU": 1}
         ),

@@ -4,7 +4,9 @@ The shard holds the stored values of a contiguous, chunk-aligned block of rows o
 worker's device, in the stored dtype; coordinates and [0, 1] targets are made per chunk.
 ``ShardContext`` implements the samplers' ``SelectionContext`` with exact collectives: one
 all-reduce of v for NTK scores, an all-gather of local top-k lists merged canonically, and
-random picks from a (seed, step) generator that every worker evaluates identically.
+random picks from a (seed, step) generator that every worker evaluates identically. It plans
+selections only; moving the selected samples to the workers that train on them is
+``training.exchange``'s job.
 """
 
 import zlib
@@ -21,7 +23,6 @@ from nint_dist.signal import (
     SignalSpec,
     flat_to_coords,
     shard_rows,
-    shard_starts,
     to_unit,
     verifiable_checksums,
 )
@@ -66,12 +67,25 @@ def load_shard(
     dtype: torch.dtype,
     verify: bool | str = True,
 ) -> Shard:
-    """Read only this worker's rows from the zarr array, one chunk row at a time into a tensor
-    allocated on the device, so host memory holds one chunk on top of the shard, not a copy.
-    With ``verify``, each chunk row read is checked against the CRC32 recorded at ingestion; a
-    store without usable checksums is read unchecked (the driver has said so once), or refused
-    when ``verify`` is 'strict'."""
-    row_lo, row_hi = shard_rows(spec, world_size, rank)
+    """Worker ``rank``'s shard of an even split over ``world_size`` workers (``load_rows``)."""
+    return load_rows(array, spec, shard_rows(spec, world_size, rank), device, dtype, verify)
+
+
+def load_rows(
+    array,
+    spec: SignalSpec,
+    rows: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype,
+    verify: bool | str = True,
+) -> Shard:
+    """Read only the [start, stop) ``rows`` of the signal's first axis (whole chunk rows, as the
+    run plan assigns them) from the zarr array, one chunk row at a time into a tensor allocated
+    on the device, so host memory holds one chunk on top of the shard, not a copy. With
+    ``verify``, each chunk row read is checked against the CRC32 recorded at ingestion; a store
+    without usable checksums is read unchecked (the driver has said so once), or refused when
+    ``verify`` is 'strict'."""
+    row_lo, row_hi = rows
     checksums = None
     if verify:
         checksums = verifiable_checksums(array, spec, strict=verify == "strict")
@@ -115,7 +129,6 @@ class ShardContext:
         self.seed = seed
         self.total_steps = total_steps
         self.num_points = shard.spec.num_points
-        self.starts = shard_starts(shard.spec, comm.world_size)
         self.timer = timer or PhaseTimer(shard.device)
         """Scoring passes are marked "score"; the rest of a sampler's time is "select"."""
         self.last_scores: dict[str, torch.Tensor] = {}
@@ -318,45 +331,3 @@ class ShardContext:
         out[mine] = stats
         self.comm.all_reduce_sum_([out])
         return out
-
-    def gather_parts(self, part_values: torch.Tensor, bounds: list[tuple[int, int]]) -> torch.Tensor:
-        """Per-sample values of every worker's part of a selection, joined in selection order
-        (``bounds[w]`` is worker w's [start, stop)): [k], the same on every worker. Collective."""
-        if not self.comm.distributed:
-            return part_values
-        longest = max(hi - lo for lo, hi in bounds)
-        gathered = self.comm.all_gather_padded(part_values, longest, 0.0)
-        return torch.cat([gathered[w, : hi - lo] for w, (lo, hi) in enumerate(bounds)])
-
-    def route(self, part: torch.Tensor, bounds: list[tuple[int, int]], selected: torch.Tensor) -> "Route":
-        """Who sends which of its rows to whom, for this worker's ``part`` of the ascending
-        ``selected`` indices; ``bounds[w]`` is worker w's [start, stop) in ``selected``."""
-        rank, world = self.comm.rank, self.comm.world_size
-        lo, hi = self.starts[rank], self.starts[rank + 1]
-        if world == 1:
-            return Route(part - lo, [part.numel()], [part.numel()])
-        send_rows, send_counts, recv_counts = [], [], []
-        for dest in range(world):
-            chunk = selected[bounds[dest][0] : bounds[dest][1]]
-            mine = chunk[(chunk >= lo) & (chunk < hi)]
-            send_rows.append(mine - lo)
-            send_counts.append(int(mine.numel()))
-        for src in range(world):
-            s_lo, s_hi = self.starts[src], self.starts[src + 1]
-            recv_counts.append(int(((part >= s_lo) & (part < s_hi)).sum()))
-        return Route(torch.cat(send_rows), send_counts, recv_counts)
-
-    def exchange_targets(self, route: "Route") -> torch.Tensor:
-        """Stored values [len(part), C] of this worker's part, fetched from their owners with one
-        all-to-all (in part order, since parts and shards are both ascending). Collective."""
-        return self.comm.all_to_all(self.shard.values[route.local_rows], route.send_counts, route.recv_counts)
-
-
-@dataclass
-class Route:
-    """The all-to-all plan of one step (see ``ShardContext.route``)."""
-
-    local_rows: torch.Tensor
-    """Rows of this worker's shard that it sends, grouped by destination rank [sum(send_counts)]."""
-    send_counts: list[int]
-    recv_counts: list[int]

@@ -26,6 +26,7 @@ from nint_dist.samplers.int_sampler import ErrorTopK
 from nint_dist.samplers.soft import positions_to_flat, soft_weights
 from nint_dist.shard import ShardContext, load_shard
 from nint_dist.signal import open_signal
+from nint_dist.training.exchange import gather_parts
 
 # ---------------------------------------------------------------- a one-process context by hand
 
@@ -307,7 +308,7 @@ def _selections(ctx: ShardContext) -> dict:
                 lo, hi = bounds[ctx.comm.rank]
                 part = sel.indices[lo:hi]
                 errors = selection.index_uniforms(3, step, 1, part).double() * (1 + part % 7)
-                sampler.observe(ctx, sel.indices, ctx.gather_parts(errors, bounds))
+                sampler.observe(ctx, sel.indices, gather_parts(ctx.comm, errors, bounds))
         out[name] = picks
     rows = ctx.local_values(predicted=False).reshape(-1, 20, 3)
     block, top, bottom = ctx.halo(rows, 9, 9)

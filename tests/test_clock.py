@@ -16,15 +16,16 @@ from nint_dist.models import build_model
 from nint_dist.samplers import Sampler
 from nint_dist.signal import open_signal
 from nint_dist.steptimer import PhaseTimer
-from nint_dist.worker import Runtime, Trainer
+from nint_dist.training import Loop
+from nint_dist.training.evaluation import eval_subset
 
 TINY = ["model.layers=3", "model.width=16", "train.lr=1e-3", "log.tensorboard=false", "run.backend=local"]
 
 
-def trainer(signal: Path, run_dir: Path, *extra: str) -> Trainer:
+def trainer(signal: Path, run_dir: Path, *extra: str) -> Loop:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = load_config(None, [f"data.path={signal}", f"run.dir={run_dir}", *TINY, *extra])
-    return Trainer(cfg, Runtime(0, 1, torch.device("cpu")))
+    return Loop.in_process(cfg, "cpu")
 
 
 class Uneven(Sampler):
@@ -50,7 +51,7 @@ def test_a_budget_is_respected_when_steps_differ_in_cost(tiny_signal, tmp_path):
         "log.every=10",
     )
     t.sampler = Uneven(t.sampler)  # the dear steps are far dearer than a busy machine's hiccups
-    final = t.fit()
+    final = t.run()
     assert final["steps"] < 100000
     assert final["train_seconds"] <= budget  # the old rule (stop once past it) always overran
     assert final["train_seconds"] > budget - 3 * 0.3  # and did not stop far too early
@@ -88,11 +89,11 @@ def test_the_log_psnr_is_that_of_a_fixed_subset_and_the_exact_one_of_all(tiny_si
         tiny_signal, tmp_path / "run", "sampler.name=uniform", "train.steps=20", "log.eval_points=100"
     )
     for _ in range(5):
-        _, loss = t.train_step()
-    t.close_block()
-    rows = t.eval_rows.numpy()
+        _, loss = t.step()
+    t.clock.close_block()
+    rows = t.evaluation.rows.numpy()
     assert len(set(rows.tolist())) == 100 and rows.min() >= 0 and rows.max() < 24 * 20
-    assert np.array_equal(rows, t._eval_subset().numpy())  # fixed: drawn from the run's seed
+    assert np.array_equal(rows, eval_subset(t.ctx, 100, t.cfg.train.seed).numpy())  # fixed: from the seed
     errors = squared_errors(tiny_signal, t.model)
     subset, whole = t.evaluate(loss, exact=False), t.evaluate(loss, exact=True)
     assert subset["psnr_points"] == 100 and whole["psnr_points"] == 24 * 20
@@ -106,7 +107,7 @@ def test_the_final_psnr_is_exact(tiny_signal, tmp_path):
     t = trainer(
         tiny_signal, run, "sampler.name=uniform", "train.steps=30", "log.every=10", "log.eval_points=50"
     )
-    final = t.fit()
+    final = t.run()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["psnr_points"] for r in rows] == [50, 50, 480]
     cfg = t.cfg
@@ -127,7 +128,7 @@ def test_log_steps_are_skipped_while_evaluation_exceeds_its_share(tiny_signal, t
             "log.every=1",
             f"log.eval_share={share}",
         )
-        final = t.fit()
+        final = t.run()
         assert final["eval_seconds"] > 0
         return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -138,9 +139,9 @@ def test_log_steps_are_skipped_while_evaluation_exceeds_its_share(tiny_signal, t
 
 def test_wall_seconds_carry_across_a_resume(tiny_signal, tmp_path):
     run = tmp_path / "run"
-    first = trainer(tiny_signal, run, "sampler.name=uniform", "train.steps=5", "log.every=5").fit()
+    first = trainer(tiny_signal, run, "sampler.name=uniform", "train.steps=5", "log.every=5").run()
     saved = checkpoint.load(checkpoint.latest(str(run)))["wall_seconds"]
     assert first["wall_seconds"] >= saved > first["train_seconds"]
     resumed = trainer(tiny_signal, run, "sampler.name=uniform", "train.steps=8", "log.every=5")
-    assert resumed.step == 5 and resumed.wall_clock() > saved
-    assert resumed.fit()["wall_seconds"] > saved
+    assert resumed.steps_done == 5 and resumed.clock.wall() > saved
+    assert resumed.run()["wall_seconds"] > saved

@@ -20,7 +20,7 @@ from nint_dist.samplers.error_map import (
 )
 from nint_dist.selection import balanced_bounds
 from nint_dist.signal import flat_to_coords, to_unit
-from nint_dist.worker import Runtime, Trainer
+from nint_dist.training import Loop
 from tests.conftest import make_tiny_signal
 from tests.test_baselines import HandContext
 
@@ -147,7 +147,7 @@ def test_worker_hands_the_training_residuals_to_the_sampler(tmp_path):
             "log.tensorboard=false",
         ],
     )
-    trainer = Trainer(cfg, Runtime(0, 1, torch.device("cpu")))
+    trainer = Loop.in_process(cfg, "cpu")
     seen = {}
     observe = trainer.sampler.observe
 
@@ -157,12 +157,12 @@ def test_worker_hands_the_training_residuals_to_the_sampler(tmp_path):
 
     trainer.sampler.observe = spy
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    sel, _ = trainer.train_step()
+    sel, _ = trainer.step()
     after = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.model.load_state_dict(before)  # the residuals are those of the parameters trained from
     with torch.no_grad():
-        predicted = trainer.model(flat_to_coords(sel.indices, trainer.spec, trainer.dtype))
-    target = to_unit(trainer.shard.values[sel.indices], trainer.spec, trainer.dtype)
+        predicted = trainer.model(flat_to_coords(sel.indices, trainer.spec, trainer.shard.dtype))
+    target = to_unit(trainer.shard.values[sel.indices], trainer.spec, trainer.shard.dtype)
     assert torch.equal(seen["indices"], sel.indices)
     assert torch.allclose(seen["errors"], (predicted - target).abs().mean(dim=-1), rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -131,10 +131,10 @@ def test_a_real_checkpoint_loads_weights_only(tiny_signal, tmp_path):
 
 
 def test_a_restart_with_every_checkpoint_damaged_fails_instead_of_starting_over(tiny_signal, tmp_path):
-    """What Ray Train's automatic restart meets: the Trainer of the restarted workers finds only
+    """What Ray Train's automatic restart meets: the loop of the restarted workers finds only
     damaged checkpoints. It stops (one line through failure.json under Ray), never trains from 0."""
     from nint_dist.config import load_config
-    from nint_dist.worker import Runtime, Trainer
+    from nint_dist.training import Loop
 
     run_dir = tmp_path / "run"
     steps = ["train.steps=4", "train.checkpoint_every=2", "run.backend=local", "train.workers=1"]
@@ -144,9 +144,9 @@ def test_a_restart_with_every_checkpoint_damaged_fails_instead_of_starting_over(
         state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     cfg = load_config(run_dir / "config.yaml", [])
     with pytest.raises(RunFailed, match="every checkpoint .* is damaged"):
-        Trainer(cfg, Runtime(0, 1, torch.device("cpu")))
+        Loop.in_process(cfg, "cpu")
     (run_dir / "checkpoints").rename(tmp_path / "moved")  # no checkpoint at all: a fresh start
-    assert Trainer(cfg, Runtime(0, 1, torch.device("cpu"))).step == 0
+    assert Loop.in_process(cfg, "cpu").steps_done == 0
 
 
 # ---------------------------------------------------------------- internal errors

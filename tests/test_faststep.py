@@ -10,7 +10,7 @@ from nint_dist.config import load_config
 from nint_dist.faststep import MAX_SIZES, GraphCache, GraphedScoringContext, GraphedTraining, graphs_wanted
 from nint_dist.samplers import Sampler, Selection
 from nint_dist.steptimer import PhaseTimer
-from nint_dist.worker import Runtime, Trainer
+from nint_dist.training import Loop
 
 FIT = [
     "model.layers=3",
@@ -59,10 +59,10 @@ def test_graphs_only_where_they_are_exact():
     assert not graphs_wanted(True, cuda, 1, False, "constant", autocast=True)
 
 
-def trainer(signal, run_dir, *extra) -> Trainer:
+def trainer(signal, run_dir, *extra) -> Loop:
     run_dir.mkdir()
     cfg = load_config(None, [f"data.path={signal}", f"run.dir={run_dir}", *FIT, *extra])
-    return Trainer(cfg, Runtime(0, 1, torch.device("cpu")))
+    return Loop.in_process(cfg, "cpu")
 
 
 class Cycling(Sampler):
@@ -81,12 +81,16 @@ def test_graphed_training_steps_match_eager_ones(tiny_signal, tmp_path):
     eager.sampler, graphed.sampler = Cycling(), Cycling()
     params = list(graphed.model.parameters())
     graphed.graphed = GraphedTraining(
-        graphed.shard_pass, params, graphed.optimizer, graphed.timer, capture=replaying_eagerly(params)
+        graphed.local_pass,
+        params,
+        graphed.update.optimizer,
+        graphed.clock.timer,
+        capture=replaying_eagerly(params),
     )
     sizes = set()
     for _ in range(12):
-        sel_e, loss_e = eager.train_step()
-        sel_g, loss_g = graphed.train_step()
+        sel_e, loss_e = eager.step()
+        sel_g, loss_g = graphed.step()
         assert torch.equal(sel_e.indices, sel_g.indices)
         assert torch.allclose(loss_e, loss_g, rtol=1e-12, atol=0)
         sizes.add(sel_g.indices.numel())
@@ -97,7 +101,7 @@ def test_graphed_training_steps_match_eager_ones(tiny_signal, tmp_path):
 
 def test_graphed_pool_scoring_matches_the_eager_pass(tiny_signal, tmp_path):
     t = trainer(tiny_signal, tmp_path / "run", "sampler.name=uniform")
-    ctx = GraphedScoringContext(t.model, t.shard, t.comm, 64, 0, 10, t.timer)
+    ctx = GraphedScoringContext(t.model, t.shard, t.comm, 64, 0, 10, t.clock.timer)
     ctx.capture = replaying_eagerly([])
     generator = torch.Generator().manual_seed(0)
     for size in (50, 50, 70, 50, 90):  # 90: a third size, scored eagerly

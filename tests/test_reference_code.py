@@ -55,7 +55,7 @@ def crop_signal(folder: Path, crop: np.ndarray) -> Path:
 def replay(tmp_path: Path, rec: dict, ntk_score: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train nint_dist's nint-paper with the reference's initial weights and random picks;
     return the (NTK, residual) parts of each re-selection."""
-    from nint_dist.worker import Runtime, Trainer
+    from nint_dist.training import Loop
 
     setup = json.loads(str(rec["setup"]))
     cfg = Config(
@@ -67,7 +67,7 @@ def replay(tmp_path: Path, rec: dict, ntk_score: str) -> list[tuple[np.ndarray, 
         run=RunSection(dir=str(tmp_path / "run"), backend="local"),
     )
     Path(cfg.run.dir).mkdir()
-    trainer = Trainer(cfg, Runtime(0, 1, torch.device("cpu")))
+    trainer = Loop.in_process(cfg, "cpu")
     layers = setup["layers"]
     names = {f"net.{i}.linear": f"net.{2 * i}" for i in range(layers - 1)}
     names["last_layer.linear"] = f"net.{2 * (layers - 1)}"
@@ -88,8 +88,8 @@ def replay(tmp_path: Path, rec: dict, ntk_score: str) -> list[tuple[np.ndarray, 
 
     trainer.ctx.random_picks = reference_random
     parts = []
-    while trainer.step < cfg.train.steps:
-        sel, _ = trainer.train_step()
+    while trainer.steps_done < cfg.train.steps:
+        sel, _ = trainer.step()
         if len(chosen) > len(parts):
             n_ntk = sel.shares["ntk"]
             parts.append((chosen[-1][:n_ntk], chosen[-1][n_ntk:]))

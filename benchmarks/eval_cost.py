@@ -15,7 +15,7 @@ import torch
 
 from nint_dist.config import load_config
 from nint_dist.ingest import image_signal, write_signal
-from nint_dist.worker import Runtime, Trainer
+from nint_dist.training import Loop
 
 HASH = [
     "model.name=hashgrid",
@@ -65,10 +65,10 @@ def main() -> None:
         f"model.hash_max_resolution={args.long_side}",
         *HASH,
     ]
-    trainer = Trainer(load_config(None, overrides), Runtime(0, 1, torch.device("cpu")))
-    trainer.train_step()  # the first step's start-up is not a step's cost
+    trainer = Loop.in_process(load_config(None, overrides), "cpu")
+    trainer.step()  # the first step's start-up is not a step's cost
     loss = torch.zeros(())
-    step = min(cpu_seconds(trainer.train_step) for _ in range(args.steps))
+    step = min(cpu_seconds(trainer.step) for _ in range(args.steps))
     exact = min(cpu_seconds(lambda: trainer.evaluate(loss, exact=True)) for _ in range(args.repeats))
     subset = min(cpu_seconds(lambda: trainer.evaluate(loss, exact=False)) for _ in range(args.repeats))
     every = trainer.cfg.log.every

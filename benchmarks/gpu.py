@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 
 from nint_dist.config import SamplerConfig, load_config
+from nint_dist.devices import resolve_device
 from nint_dist.ingest import image_signal, write_signal
-from nint_dist.worker import Runtime, Trainer
+from nint_dist.training import Loop
 
 STARTED = time.time()
 DEFAULT = SamplerConfig().name
@@ -56,15 +57,8 @@ BATCH = 2**18
 """Samples per step on the large signals."""
 
 
-class NoExportTrainer(Trainer):
-    """The worker's Trainer without the final reconstruction files (minutes for a gigapixel)."""
-
-    def write_reconstruction(self) -> dict[str, float]:
-        return {}
-
-
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device("auto")
 
 
 def elapsed() -> float:
@@ -90,7 +84,8 @@ def run(signal: Path, run_dir: Path, settings: list[str], export: bool = False) 
     cfg = load_config(None, [*base, *settings])
     if device().type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    final = (Trainer if export else NoExportTrainer)(cfg, Runtime(0, 1, device())).fit()
+    # without export: no final reconstruction files (minutes for a gigapixel)
+    final = Loop.in_process(cfg, device(), export=export).run()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     phases = ("score", "select", "exchange", "train", "loop")
     steps = max(final["steps"], 1)
@@ -189,21 +184,21 @@ def compare_steps(bench: Bench, signal: Path, settings: list[str], steps: int) -
                     "train.steps=1000",
                 ],
             )
-            trainers[mode] = Trainer(cfg, Runtime(0, 1, device()))
+            trainers[mode] = Loop.in_process(cfg, device())
         same_selections = True
         for _ in range(steps):
-            graphed, _ = trainers["true"].train_step()
-            eager, _ = trainers["false"].train_step()
+            graphed, _ = trainers["true"].step()
+            eager, _ = trainers["false"].step()
             same_selections &= bool(torch.equal(graphed.indices, eager.indices))
         pairs = zip(trainers["true"].model.parameters(), trainers["false"].model.parameters(), strict=True)
         diff = max(float((a - b).abs().max()) for a, b in pairs)
         scale = max(float(p.abs().max()) for p in trainers["false"].model.parameters())
         ms = {}
         for mode, trainer in trainers.items():  # each alone: the comparison waited at every step
-            trainer.close_block()
+            trainer.clock.close_block()
             for _ in range(steps):
-                trainer.train_step()
-            ms[mode] = 1000 * sum(trainer.close_block().values()) / steps
+                trainer.step()
+            ms[mode] = 1000 * sum(trainer.clock.close_block().values()) / steps
         out[sampler] = {
             "graphed": trainers["true"].graphed is not None,
             "steps": steps,
@@ -220,7 +215,7 @@ def compare_steps(bench: Bench, signal: Path, settings: list[str], steps: int) -
     return out
 
 
-def host_syncs(trainer: Trainer, steps: int) -> dict[str, int]:
+def host_syncs(trainer: Loop, steps: int) -> dict[str, int]:
     """Which lines make the host wait for the GPU during ``steps`` training steps."""
     syncs: dict[str, int] = {}
     torch.cuda.set_sync_debug_mode("warn")
@@ -228,7 +223,7 @@ def host_syncs(trainer: Trainer, steps: int) -> dict[str, int]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for _ in range(steps):
-                trainer.train_step()
+                trainer.step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
     for w in caught:

@@ -22,7 +22,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,42 +54,13 @@ AUDIO_START_S, AUDIO_SECONDS = 1.0, 2.0
 VOLUME_RESOLUTION = 64
 
 
-def cpu_budget_trainer():
-    """The worker's Trainer on a CPU-time budget: the steps' process time is the clock."""
-    from nint_dist.worker import Trainer
-
-    class CpuBudgetTrainer(Trainer):
-        cpu_seconds = 0.0
-        budget = 0.0
-
-        def train_step(self):
-            start = time.process_time()
-            out = super().train_step()
-            self.cpu_seconds += time.process_time() - start
-            return out
-
-        def out_of_time(self) -> bool:
-            return self.cpu_seconds >= self.budget
-
-        def evaluate(self, loss):
-            return {**super().evaluate(loss), "cpu_seconds": self.cpu_seconds}
-
-        def write_reconstruction(self) -> dict[str, float]:
-            """Images: no reconstruction files (a full pass more); audio and volumes: their
-            SI-SNR and IoU come from it."""
-            return {} if len(self.spec.grid) == 2 else super().write_reconstruction()
-
-    return CpuBudgetTrainer
-
-
 def fit(store: Path, run_dir: Path, sampler: str, seed: int, settings: list[str], seconds: float) -> dict:
     """One fit (reused when its final.json exists); returns its curve and final numbers."""
     import shutil
 
-    import torch
-
     from nint_dist.config import load_config
-    from nint_dist.worker import Runtime
+    from nint_dist.signal import open_signal
+    from nint_dist.training import CpuSeconds, Loop
 
     if not (run_dir / "final.json").exists():
         if run_dir.exists():
@@ -110,9 +80,13 @@ def fit(store: Path, run_dir: Path, sampler: str, seed: int, settings: list[str]
                 *settings,
             ],
         )
-        trainer_class = cpu_budget_trainer()
-        trainer_class.budget = seconds
-        trainer_class(cfg, Runtime(0, 1, torch.device("cpu"))).fit()
+        # the steps' CPU seconds are the clock and the budget; every evaluation is exact (the
+        # curves are compared); images write no reconstruction files (a full pass more), audio
+        # and volumes do: their SI-SNR and IoU come from them
+        cpu = CpuSeconds(budget=seconds)
+        image = len(open_signal(str(store))[1].grid) == 2
+        loop = Loop.in_process(cfg, "cpu", cpu_seconds=cpu, budget=cpu, always_exact=True, export=not image)
+        loop.run()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     final = json.loads((run_dir / "final.json").read_text())
     curve = {key: [row.get(key) for row in rows] for key in ("step", "cpu_seconds", "psnr")}

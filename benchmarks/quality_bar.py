@@ -26,7 +26,7 @@ from PIL import Image
 from nint_dist.bench import machine, parse_variant
 from nint_dist.config import load_config
 from nint_dist.ingest import image_signal, write_signal
-from nint_dist.worker import Runtime, run
+from nint_dist.training import Loop
 
 SETTINGS = [
     "model.layers=4",
@@ -65,7 +65,7 @@ def fit(image: Path, variant: str, seed: int, workdir: Path) -> float:
             *overrides,
         ],
     )
-    return run(cfg, Runtime(0, 1, torch.device("cpu")))["psnr"]
+    return Loop.in_process(cfg, "cpu").run()["psnr"]
 
 
 def fit_image(job: tuple[Path, list[str], list[int]]) -> tuple[dict, list[dict]]:

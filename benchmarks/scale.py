@@ -58,20 +58,19 @@ def probe_scoring(
 
 def probe_step(store: str, run_dir: str, layers: int, width: int, chunk: int, steps: int) -> dict:
     """A whole training step (nint-paper: full residual ranking and NTK scoring) on one worker."""
-    import torch
 
     from nint_dist.config import load_config
-    from nint_dist.worker import Runtime, Trainer
+    from nint_dist.training import Loop
 
     overrides = [f"data.path={store}", f"run.dir={run_dir}", "run.backend=local", "log.tensorboard=false",
                  f"model.layers={layers}", f"model.width={width}", f"sampler.chunk={chunk}",
                  f"train.steps={steps}", "sampler.name=nint-paper"]  # fmt: skip
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(load_config(None, overrides), Runtime(0, 1, torch.device("cpu")))
+    trainer = Loop.in_process(load_config(None, overrides), "cpu")
     base = max_rss_bytes()
     t0 = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step()
+        trainer.step()
     return {
         "shard_bytes": trainer.shard.values.numel() * trainer.shard.values.element_size(),
         "step_s": (time.perf_counter() - t0) / steps,

@@ -1,0 +1,86 @@
+"""The training loop's seams: workers take the run plan (signal, rows, run directory) and leave
+the config as it was; drivers compose a loop from options instead of subclassing it."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from nint_dist.config import load_config
+from nint_dist.plan import RunPlan
+from nint_dist.signal import open_signal
+from nint_dist.training import CpuSeconds, Loop
+from nint_dist.worker import Runtime, run
+
+TINY = [
+    "model.layers=3",
+    "model.width=16",
+    "log.tensorboard=false",
+    "log.progress=false",
+    "run.backend=local",
+]
+
+
+def rows_of(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_worker_reads_and_writes_where_the_plan_says_and_leaves_the_config_alone(tiny_signal, tmp_path):
+    cfg = load_config(
+        None,
+        [
+            f"data.path={tmp_path / 'not-read.zarr'}",
+            f"run.dir={tmp_path / 'not-written'}",
+            *TINY,
+            "train.steps=4",
+        ],
+    )
+    before = cfg.to_dict()
+    _, spec = open_signal(str(tiny_signal))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    plan = RunPlan.split(
+        spec, run_dir=str(run_dir), signal=str(tiny_signal), source=str(tiny_signal), workers=1,
+        backend="local", device="cpu",
+    )  # fmt: skip
+    final = run(cfg, plan, Runtime(0, 1, torch.device("cpu")))
+    assert final["steps"] == 4 and (run_dir / "final.json").exists()
+    assert (run_dir / "reconstruction.zarr").exists() and (run_dir / "workers" / "rank_0.json").exists()
+    assert not (tmp_path / "not-written").exists()
+    assert cfg.to_dict() == before
+    longer = load_config(None, [f"data.path={tmp_path / 'not-read.zarr'}", *TINY, "train.steps=6"])
+    resumed = Loop(longer, plan, Runtime(0, 1, torch.device("cpu")))
+    assert resumed.steps_done == 4  # the newest checkpoint in the plan's run directory
+
+
+def test_a_composed_loop_takes_its_options(tiny_signal, tmp_path):
+    cfg = load_config(
+        None,
+        [f"data.path={tiny_signal}", f"run.dir={tmp_path}", *TINY, "train.steps=100000", "log.every=5",
+         "log.eval_points=50", "sampler.name=uniform", "sampler.ratio=0.1"],
+    )  # fmt: skip
+    cpu = CpuSeconds(budget=0.3)
+    loop = Loop.in_process(
+        cfg, "cpu", export=False, extra_metrics=[lambda lp: {"steps_seen": float(lp.steps_done)}],
+        cpu_seconds=cpu, budget=cpu, always_exact=True,
+    )  # fmt: skip
+    final = loop.run()
+    assert 1 <= final["steps"] < 100000 and cpu.seconds >= 0.3  # the CPU budget ended it
+    assert not (tmp_path / "reconstruction.zarr").exists()
+    rows = rows_of(tmp_path)
+    assert all(r["steps_seen"] == r["step"] for r in rows)
+    assert all(r["psnr_points"] == 480 for r in rows)  # always exact, never the 50-point subset
+    assert rows[-1]["cpu_seconds"] == cpu.seconds
+    assert all(r["ratio"] == r["num_selected"] / 480 for r in rows)  # the selection's ratio
+
+
+def test_step_by_step_drivers_see_the_selection_and_the_loss(tiny_signal, tmp_path):
+    cfg = load_config(
+        None, [f"data.path={tiny_signal}", f"run.dir={tmp_path}", *TINY, "sampler.name=uniform"]
+    )
+    loop = Loop.in_process(cfg, "cpu")
+    sel, loss = loop.step()
+    assert loop.steps_done == 1 and sel.indices.numel() == round(cfg.sampler.ratio * 480)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    spans = loop.clock.close_block()
+    assert set(spans) <= {"score", "select", "exchange", "train", "loop"} and loop.clock.train_seconds > 0

@@ -57,7 +57,7 @@ def test_a_composed_loop_takes_its_options(tiny_signal, tmp_path):
     cfg = load_config(
         None,
         [f"data.path={tiny_signal}", f"run.dir={tmp_path}", *TINY, "train.steps=100000", "log.every=5",
-         "log.eval_points=50", "sampler.name=uniform", "sampler.ratio=0.1"],
+         "log.eval_points=50", "sampler.name=uniform", "sampler.ratio=0.13"],
     )  # fmt: skip
     cpu = CpuSeconds(budget=0.3)
     loop = Loop.in_process(
@@ -71,7 +71,7 @@ def test_a_composed_loop_takes_its_options(tiny_signal, tmp_path):
     assert all(r["steps_seen"] == r["step"] for r in rows)
     assert all(r["psnr_points"] == 480 for r in rows)  # always exact, never the 50-point subset
     assert rows[-1]["cpu_seconds"] == cpu.seconds
-    assert all(r["ratio"] == r["num_selected"] / 480 for r in rows)  # the selection's ratio
+    assert all(r["num_selected"] == 62 and r["ratio"] == 62 / 480 for r in rows)  # not the config's 0.13
 
 
 def test_step_by_step_drivers_see_the_selection_and_the_loss(tiny_signal, tmp_path):
@@ -80,7 +80,7 @@ def test_step_by_step_drivers_see_the_selection_and_the_loss(tiny_signal, tmp_pa
     )
     loop = Loop.in_process(cfg, "cpu")
     sel, loss = loop.step()
-    assert loop.steps_done == 1 and sel.indices.numel() == round(cfg.sampler.ratio * 480)
+    assert loop.steps_done == 1 and sel.indices.numel() == int(cfg.sampler.ratio * 480)
     assert loss.ndim == 0 and torch.isfinite(loss)
     spans = loop.clock.close_block()
     assert set(spans) <= {"score", "select", "exchange", "train", "loop"} and loop.clock.train_seconds > 0

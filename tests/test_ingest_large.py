@@ -12,6 +12,7 @@ import zarr
 
 from nint_dist import generate as gen
 from nint_dist import ingest as ing
+from nint_dist.errors import UserError
 from nint_dist.shard import load_shard
 from nint_dist.signal import open_signal, shard_rows
 
@@ -68,6 +69,34 @@ def test_tiff_and_bigtiff_match_tifffile(tmp_path):
         reference = tifffile.imread(tmp_path / f"{name}.tif")
         assert np.array_equal(array[...], reference.reshape(array.shape))
         assert spec.value_range == (0.0, 65535.0) and spec.kind == "image"
+
+
+def test_tiff_files_are_closed_once_read_written_or_refused(tmp_path, monkeypatch):
+    """No TiffFile stays open after the reader returns (launch holds the lazy array until it
+    writes the store), after writing, or after a TIFF is refused."""
+    opened = []
+
+    class Recording(tifffile.TiffFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    rgb = np.random.default_rng(4).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "tiled.tif", rgb, tile=(16, 16), compression="zlib")
+    tifffile.imwrite(tmp_path / "plain.tif", rgb[..., 0])
+    tifffile.imwrite(tmp_path / "hyper.tif", np.zeros((2, 3, 8, 8), np.uint8), photometric="minisblack")
+    monkeypatch.setattr(tifffile, "TiffFile", Recording)
+    for name in ("tiled", "plain"):
+        data, spec = ing.load_source(tmp_path / f"{name}.tif", 8)
+        assert opened and all(t.filehandle.closed for t in opened), name
+        ing.write_signal(data, spec, tmp_path / f"{name}.zarr", progress=False)
+        assert all(t.filehandle.closed for t in opened), name
+        stored, _ = open_signal(tmp_path / f"{name}.zarr")
+        assert np.array_equal(stored[...], rgb if name == "tiled" else rgb[..., :1])
+    count = len(opened)
+    with pytest.raises(UserError, match="not supported"):
+        ing.ingest(tmp_path / "hyper.tif", tmp_path / "hyper.zarr")
+    assert len(opened) > count and all(t.filehandle.closed for t in opened)
 
 
 def test_zarr_input_becomes_a_volume(tmp_path):

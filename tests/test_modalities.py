@@ -118,7 +118,7 @@ def test_png_export_maps_the_whole_value_range_onto_0_to_255(tmp_path, channels)
         values = np.repeat(np.array(stored, dtype=dtype)[None, :, None], channels, axis=-1)
         spec = SignalSpec((1, len(stored)), channels, value_range, IMAGE_DOMAIN, 1, "image")
         recon = tmp_path / f"{dtype}_{channels}.zarr"
-        zarr.create_array(store=str(recon), shape=values.shape, chunks=values.shape, dtype=dtype)[...] = values
+        zarr.create_array(store=str(recon), shape=values.shape, dtype=dtype)[...] = values
         run_dir = tmp_path / f"run_{dtype}_{channels}"
         run_dir.mkdir()
         assert export_reconstruction(spec, recon, run_dir) == {}

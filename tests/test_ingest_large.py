@@ -1,5 +1,5 @@
 """Out-of-core ingestion: every format against an independent reader, per-chunk checksums,
-shard-aligned sharded layouts, the generator, bad input refused without a finished-looking
+stores grouped into chunk files, the generator, bad input refused without a finished-looking
 output, and a worker reading only its own chunks."""
 
 import zlib
@@ -38,9 +38,9 @@ def test_npy_float_is_stored_as_float16_with_range_and_chunk_checksums(tmp_path)
     assert ing.verify_signal(tmp_path / "x.zarr") == [2]
 
 
-def test_large_stores_are_sharded_and_written_in_whole_shards(tmp_path, monkeypatch):
-    monkeypatch.setattr(ing, "SHARD_MIN_BYTES", 4096)
-    monkeypatch.setattr(ing, "SHARD_TARGET_BYTES", 3 * 10 * 16 * 3)
+def test_large_stores_are_written_in_whole_chunk_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(ing, "CHUNK_FILE_MIN_BYTES", 4096)
+    monkeypatch.setattr(ing, "CHUNK_FILE_TARGET_BYTES", 3 * 10 * 16 * 3)
     writes = []
     original = zarr.Array.__setitem__
 
@@ -53,7 +53,7 @@ def test_large_stores_are_sharded_and_written_in_whole_shards(tmp_path, monkeypa
     np.save(tmp_path / "p.npy", pixels)
     ing.ingest(tmp_path / "p.npy", tmp_path / "p.zarr", chunk_rows=10, progress=False)
     array = zarr.open_array(str(tmp_path / "p.zarr"), mode="r")
-    assert array.chunks[0] == 10 and array.shards[0] == 30
+    assert array.chunks[0] == 10 and array.shards[0] == 30  # zarr's "shards": chunk files of 3 chunks
     assert np.array_equal(array[...], pixels)
     assert sorted(writes) == [(0, 30), (30, 60), (60, 90), (90, 95)]
 

@@ -73,7 +73,7 @@ def read_tiff(path: Path) -> Source:
             shape, axes, dtype = tuple(series.shape), series.axes, np.dtype(series.dtype)
             offset = series.dataoffset
             stored = dtype.newbyteorder(tif.byteorder)
-            tile = None if offset is not None else _zarr_chunks(series)
+            tile = None if offset is not None else _tile_shape(series)
         except UserError:
             raise
         except Exception as e:  # tifffile reports damage with many exception types
@@ -118,8 +118,8 @@ class TiffRegions:
             return np.asarray(zarr.open_array(store, mode="r")[key])
 
 
-def _zarr_chunks(series) -> tuple[int, ...]:
-    """The series' tiles or strips as tifffile's zarr view chunks them."""
+def _tile_shape(series) -> tuple[int, ...]:
+    """The shape of the series' tiles or strips (what tifffile's zarr view reads as one piece)."""
     import zarr
 
     with series.aszarr() as store:

@@ -29,9 +29,7 @@ import numpy as np
 from nint_dist.errors import UserError, run_cli
 from nint_dist.signal import ATTRS_KEY, SignalSpec, shard_rows
 from nint_dist.sources import Source, open_source
-from nint_dist.sources.images import IMAGE_DOMAIN, decode_picture
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 TARGET_CHUNK_BYTES = 1 << 20
 WRITE_BLOCK_BYTES = 1 << 24
 CHUNK_FILE_MIN_BYTES = 1 << 28
@@ -200,19 +198,10 @@ def verify_signal(path: str | Path) -> list[int]:
 
 
 def image_signal(source: Path, chunk_rows: int | None = None) -> tuple[np.ndarray, SignalSpec]:
-    """Decode a PNG/JPEG into memory and describe it as a signal (nothing is written)."""
-    array = decode_picture(Path(source))
-    if not np.issubdtype(array.dtype, np.unsignedinteger):
-        raise UserError(f"{source}: unsupported pixel type {array.dtype}")
-    spec = SignalSpec(
-        grid=tuple(array.shape[:2]),
-        channels=array.shape[2],
-        value_range=(0.0, float(np.iinfo(array.dtype).max)),
-        domain=IMAGE_DOMAIN,
-        chunk_rows=chunk_rows or default_chunk_rows(array.shape, array.dtype.itemsize),
-        kind="image",
-    )
-    return array, spec
+    """A PNG/JPEG decoded into memory and described as a signal (nothing is written): what
+    ``load_source`` reads from a picture, as a NumPy array."""
+    data, spec = load_source(Path(source), chunk_rows, kind="image")
+    return np.asarray(data), spec
 
 
 def load_source(

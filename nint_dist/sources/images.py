@@ -52,7 +52,8 @@ def read_picture(path: Path) -> Source:
 
 
 def _pixel_range(dtype) -> tuple[float, float] | None:
-    return (0.0, float(np.iinfo(dtype).max)) if np.issubdtype(dtype, np.unsignedinteger) else None
+    """Unsigned pixels: 0..max onto [0, 1]; other types: None (measured while writing)."""
+    return integer_range(dtype) if np.issubdtype(dtype, np.unsignedinteger) else None
 
 
 def read_tiff(path: Path) -> Source:

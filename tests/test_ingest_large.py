@@ -63,10 +63,14 @@ def test_tiff_and_bigtiff_match_tifffile(tmp_path):
     rgb = rng.integers(0, 65535, (70, 45, 3), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "tiled.tif", rgb, bigtiff=True, tile=(32, 32), compression="zlib")
     tifffile.imwrite(tmp_path / "plain.tif", rgb[..., 0])
-    for name in ("tiled", "plain"):
+    planes = np.moveaxis(rgb, -1, 0)  # channels first, compressed in strips of 8 rows
+    strips = {"planarconfig": "separate", "compression": "zlib", "rowsperstrip": 8}
+    tifffile.imwrite(tmp_path / "planar.tif", planes, **strips)
+    for name in ("tiled", "plain", "planar"):
         ing.ingest(tmp_path / f"{name}.tif", tmp_path / f"{name}.zarr", chunk_rows=16)
         array, spec = open_signal(tmp_path / f"{name}.zarr")
         reference = tifffile.imread(tmp_path / f"{name}.tif")
+        reference = np.moveaxis(reference, 0, -1) if name == "planar" else reference
         assert np.array_equal(array[...], reference.reshape(array.shape))
         assert spec.value_range == (0.0, 65535.0) and spec.kind == "image"
 

@@ -32,6 +32,15 @@ class Source:
     """Extra attributes to store (e.g. the mesh's normalisation)."""
 
 
+BLOCK_BYTES = 1 << 24
+"""About this many bytes of input per dask block: what one writer thread reads at a time."""
+
+
+def block_rows(row_bytes: int) -> int:
+    """Rows of the first axis per dask block, for rows of ``row_bytes`` each (at least one)."""
+    return max(1, BLOCK_BYTES // max(row_bytes, 1))
+
+
 def integer_range(dtype) -> tuple[float, float] | None:
     """The full range of an integer dtype (so stored values map onto [0, 1] as they are)."""
     import numpy as np

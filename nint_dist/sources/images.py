@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nint_dist.errors import UserError
-from nint_dist.sources import Source, integer_range
+from nint_dist.sources import Source, block_rows, integer_range
 
 IMAGE_DOMAIN = ((-1.0, 1.0), (-1.0, 1.0))
 
@@ -44,7 +44,7 @@ def read_picture(path: Path) -> Source:
     if integer_range(array.dtype) is None:
         raise UserError(f"{path}: unsupported pixel type {array.dtype}")
     return Source(
-        da.from_array(array, chunks=(max(1, (1 << 24) // array[0].nbytes), -1, -1)),
+        da.from_array(array, chunks=(block_rows(array[0].nbytes), -1, -1)),
         "image",
         IMAGE_DOMAIN,
         _pixel_range(array.dtype),
@@ -81,7 +81,7 @@ def read_tiff(path: Path) -> Source:
             raise UserError(f"{path} is not a readable TIFF ({str(e).splitlines()[0]})") from None
     if offset is not None:  # contiguous and uncompressed: map it
         raw = np.memmap(path, dtype=stored, mode="r", offset=offset, shape=shape)
-        data = da.from_array(raw, chunks=(max(1, (1 << 24) // max(raw[0].nbytes, 1)), *shape[1:]))
+        data = da.from_array(raw, chunks=(block_rows(raw[0].nbytes), *shape[1:]))
     else:  # compressed, tiled or in strips: whole rows of tiles per block
         row_axis = 1 if axes in ("SYX", "CYX") else 0
         data = da.from_array(
@@ -92,10 +92,6 @@ def read_tiff(path: Path) -> Source:
     data, kind, domain = _arrange_axes(path, data, axes)
     value_range = _pixel_range(dtype) if kind == "image" else integer_range(dtype)
     return Source(data, kind, domain, value_range)
-
-
-TIFF_BLOCK_BYTES = 1 << 24
-"""Bytes of a compressed TIFF decoded per read (whole rows of tiles or strips)."""
 
 
 class TiffRegions:
@@ -128,10 +124,10 @@ def _tile_shape(series) -> tuple[int, ...]:
 
 
 def _row_blocks(shape: tuple[int, ...], itemsize: int, tile: tuple[int, ...], axis: int) -> tuple[int, ...]:
-    """Dask chunks: about ``TIFF_BLOCK_BYTES`` of whole tile rows along ``axis``, the axes after it
-    whole, the ones before it (planar samples) a tile at a time."""
+    """Dask's blocks (its ``chunks``): about ``BLOCK_BYTES`` of whole tile rows along ``axis``,
+    the axes after it whole, the ones before it (planar samples) a tile at a time."""
     row_bytes = itemsize * int(np.prod(shape)) // max(shape[axis], 1)
-    rows = max(tile[axis], TIFF_BLOCK_BYTES // max(row_bytes, 1) // tile[axis] * tile[axis])
+    rows = max(tile[axis], block_rows(row_bytes) // tile[axis] * tile[axis])
     return tuple(tile[a] if a < axis else rows if a == axis else shape[a] for a in range(len(shape)))
 
 

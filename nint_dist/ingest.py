@@ -215,7 +215,8 @@ def load_source(
 ) -> tuple[object, SignalSpec]:
     """Open a supported input lazily: (dask array in the stored dtype, spec). The value range
     of float inputs is None until ``write_signal`` has measured it. Notes on what was done to
-    the input (e.g. a mesh's holes closed) go to stderr."""
+    the input (e.g. a mesh's holes closed) go to stderr. No file is left open (see ``Source``),
+    so the caller may keep the array until it writes it, or drop it unwritten."""
     source = Path(source)
     if not source.exists():
         raise UserError(f"input file not found: {source}")

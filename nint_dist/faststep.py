@@ -169,7 +169,7 @@ class GraphedScoringContext(ShardContext):
             def compute(static_rows: torch.Tensor, precision: str = precision) -> torch.Tensor:
                 coords_of, targets_of = self._rows_fns(static_rows)
                 return scoring.residual_l1(
-                    self.model, coords_of, targets_of, static_rows.numel(), self.chunk, precision
+                    self.model, coords_of, targets_of, static_rows.numel(), self.pass_size, precision
                 )
 
             self.pool_graphs[precision] = GraphCache(compute, self.timer, "score", capture=self.capture)

@@ -1,7 +1,7 @@
 """A worker's shard of the signal and the selection context built on it.
 
 The shard holds the stored values of a contiguous, chunk-aligned block of rows on the
-worker's device, in the stored dtype; coordinates and [0, 1] targets are made per chunk.
+worker's device, in the stored dtype; coordinates and [0, 1] targets are made per forward pass.
 ``ShardContext`` implements the samplers' ``SelectionContext`` with exact collectives: one
 all-reduce of v for NTK scores, an all-gather of local top-k lists merged canonically, and
 random picks from a (seed, step) generator that every worker evaluates identically. It plans
@@ -117,7 +117,7 @@ class ShardContext:
         model: nn.Module,
         shard: Shard,
         comm: Comm,
-        chunk: int,
+        pass_size: int,
         seed: int,
         total_steps: int,
         timer: PhaseTimer | None = None,
@@ -125,7 +125,8 @@ class ShardContext:
         self.model = model
         self.shard = shard
         self.comm = comm
-        self.chunk = chunk
+        self.pass_size = pass_size
+        """Coordinates per forward pass of the scoring passes."""
         self.seed = seed
         self.total_steps = total_steps
         self.num_points = shard.spec.num_points
@@ -146,9 +147,10 @@ class ShardContext:
         return scores
 
     def residual_l1(self, precision: str = "full") -> torch.Tensor:
-        s, chunk = self.shard, self.chunk
+        s, pass_size = self.shard, self.pass_size
         return self._timed(
-            "residual", lambda: scoring.residual_l1(self.model, s.coords, s.targets, s.size, chunk, precision)
+            "residual",
+            lambda: scoring.residual_l1(self.model, s.coords, s.targets, s.size, pass_size, precision),
         )
 
     def _rows_fns(self, rows: torch.Tensor):
@@ -163,10 +165,10 @@ class ShardContext:
     def residual_l1_at(self, rows: torch.Tensor, precision: str = "full") -> torch.Tensor:
         """Σ_c |r| at some rows of this worker's shard, [len(rows)] (no communication)."""
         coords_of, targets_of = self._rows_fns(rows)
-        n, chunk = rows.numel(), self.chunk
+        n, pass_size = rows.numel(), self.pass_size
         return self._timed(
             "residual_pool",
-            lambda: scoring.residual_l1(self.model, coords_of, targets_of, n, chunk, precision),
+            lambda: scoring.residual_l1(self.model, coords_of, targets_of, n, pass_size, precision),
         )
 
     def local_part(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,12 +203,12 @@ class ShardContext:
             coords_of, n = self.shard.coords, self.shard.size
         else:
             coords_of, n = self._rows_fns(rows)[0], rows.numel()
-        return self._timed("ntk", lambda: scoring.output_sq_norm(self.model, coords_of, n, self.chunk))
+        return self._timed("ntk", lambda: scoring.output_sq_norm(self.model, coords_of, n, self.pass_size))
 
     def _ntk(self, coords_of, targets_of, n: int) -> torch.Tensor:
-        v = scoring.residual_vjp(self.model, coords_of, targets_of, n, self.chunk)
+        v = scoring.residual_vjp(self.model, coords_of, targets_of, n, self.pass_size)
         self.comm.all_reduce_sum_(list(v.values()))
-        return scoring.ntk_scores(self.model, v, coords_of, n, self.chunk)
+        return scoring.ntk_scores(self.model, v, coords_of, n, self.pass_size)
 
     def arange(self) -> torch.Tensor:
         return torch.arange(self.num_points, device=self.shard.device)
@@ -262,7 +264,7 @@ class ShardContext:
     def local_values(self, predicted: bool) -> torch.Tensor:
         s = self.shard
         if predicted:
-            return scoring.predict(self.model, s.coords, s.size, self.chunk)
+            return scoring.predict(self.model, s.coords, s.size, self.pass_size)
         return s.targets(0, s.size)
 
     def halo(self, local: torch.Tensor, before: int, after: int, wrap: bool = False):

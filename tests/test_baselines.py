@@ -291,7 +291,7 @@ def _context(signal: Path, rank: int, world: int) -> ShardContext:
     shard = load_shard(array, spec, world, rank, torch.device("cpu"), torch.float64)
     torch.manual_seed(1)
     model = build_model(2, 3, ModelConfig(layers=3, width=16)).double()
-    return ShardContext(model, shard, Comm(rank, world), chunk=37, seed=11, total_steps=20)
+    return ShardContext(model, shard, Comm(rank, world), pass_size=37, seed=11, total_steps=20)
 
 
 def _selections(ctx: ShardContext) -> dict:

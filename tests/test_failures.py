@@ -67,7 +67,7 @@ def _nan_topk(rank: int, world: int, port: int, signal: str, folder: str) -> Non
     array, spec = open_signal(signal)
     shard = load_shard(array, spec, world, rank, torch.device("cpu"), torch.float64)
     model = build_model(2, 3, ModelConfig(layers=2, width=4)).double()
-    ctx = ShardContext(model, shard, Comm(rank, world), chunk=64, seed=0, total_steps=1)
+    ctx = ShardContext(model, shard, Comm(rank, world), pass_size=64, seed=0, total_steps=1)
     nan = torch.full((shard.size,), float("nan"), dtype=torch.float64)  # a diverged model's scores
     torch.save(ctx.global_topk(nan, 200), Path(folder) / f"rank{rank}.pt")  # k > a shard's 160
     if world > 1:

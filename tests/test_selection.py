@@ -182,7 +182,7 @@ def test_a_one_worker_selection_reads_nothing_back_from_the_device():
     meta = torch.device("meta")
     spec = SignalSpec((64, 64), 3, (0.0, 255.0), ((-1.0, 1.0), (-1.0, 1.0)), chunk_rows=8)
     shard = Shard(spec, 0, torch.empty(64 * 64, 3, dtype=torch.uint8, device=meta), torch.float32)
-    ctx = ShardContext(Siren(2, 3, 3, 16).to(meta), shard, Comm(), chunk=1000, seed=0, total_steps=10)
+    ctx = ShardContext(Siren(2, 3, 3, 16).to(meta), shard, Comm(), pass_size=1000, seed=0, total_steps=10)
     pool = torch.empty(2000, dtype=torch.int64, device=meta)
     rows, candidates = ctx.local_part(pool)
     residuals = ctx.residual_l1_at(rows)

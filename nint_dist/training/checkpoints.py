@@ -42,6 +42,10 @@ class Checkpoints:
         found = checkpoint.intact_or_none(self.run_dir)
         return None if found is None else checkpoint.load(found, device)
 
+    def start_cadence(self) -> None:
+        """The time cadence counts from now (the start, once a resumed state is loaded)."""
+        self.last = time.monotonic()
+
     def requested(self, step: int, finished: bool, log_step: bool) -> tuple[bool, bool]:
         """(a checkpoint is due after ``step``, the driver asked the run to stop). The same
         answer on every worker: with several the time cadence and the stop request are agreed

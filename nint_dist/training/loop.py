@@ -152,7 +152,7 @@ class Loop:
         resumed = self.checkpoints.resume_state(rt.device)
         if resumed is not None:
             self.restore(resumed)
-        self.checkpoints.last = time.monotonic()
+        self.checkpoints.start_cadence()  # the time cadence counts from now, not from the last attempt
         self.reporting = Reporting(
             cfg, plan.run_dir, self.comm, self.array, self.spec, self.model, eval_size, self.steps_done
         )

@@ -388,7 +388,7 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
         check_renamed([item.partition("=")[0].strip() for item in overrides])
         layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
+        merged = _merge(layers, overrides)
         OmegaConf.resolve(merged)
         cfg = OmegaConf.to_object(merged)
     except ConfigKeyError as e:
@@ -407,6 +407,22 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
     if not cfg.data.path:
         raise ConfigError("data.path is required: an image file or a .zarr signal")
     return cfg
+
+
+def _merge(layers: list, overrides: list[str]):
+    """omegaconf's merge, whose TypeError for a mapping given where a list belongs (or the other
+    way round) names no key: find the override that does it, or blame the file."""
+    try:
+        return OmegaConf.merge(*layers)
+    except TypeError:
+        for item in overrides:
+            try:
+                OmegaConf.merge(layers[0], OmegaConf.from_dotlist([item]))
+            except TypeError:
+                key, _, value = item.partition("=")
+                raise ConfigError(f"config key '{key}': {value!r} is not a value of its type") from None
+        where = "the config file gives a mapping where a list belongs, or the other way round"
+        raise ConfigError(where) from None
 
 
 def from_dict(values: dict) -> Config:

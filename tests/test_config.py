@@ -102,3 +102,12 @@ def test_a_saved_config_loads_back_unchanged(tmp_path):
     assert again == cfg == from_dict(cfg.to_dict())
     assert again.to_dict()["sampler"]["error_map"]["tile_side"] == 4
     assert isinstance(again.sampler, SamplerConfig)
+
+
+def test_a_mapping_where_a_list_belongs_is_one_line_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="^config key 'train.lr_milestones': '{}' is not a value of its"):
+        load_config(None, ["data.path=x.png", "train.lr_milestones={}"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  lr_milestones:\n    a: 1\n")
+    with pytest.raises(ConfigError, match="^the config file gives a mapping where a list belongs"):
+        load_config(path, ["data.path=x.png"])

@@ -410,15 +410,17 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
 
 
 def _merge(layers: list, overrides: list[str]):
-    """omegaconf's merge, whose TypeError for a mapping given where a list belongs (or the other
-    way round) names no key: find the override that does it, or blame the file."""
+    """omegaconf's merge, whose errors for a mapping given where a list or a value belongs (or the
+    other way round) name no key: find the override that does it, or blame the file."""
     try:
         return OmegaConf.merge(*layers)
-    except TypeError:
+    except (TypeError, ValidationError) as e:
+        if isinstance(e, ValidationError) and e.full_key:
+            raise
         for item in overrides:
             try:
                 OmegaConf.merge(layers[0], OmegaConf.from_dotlist([item]))
-            except TypeError:
+            except (TypeError, ValidationError):
                 key, _, value = item.partition("=")
                 raise ConfigError(f"config key '{key}': {value!r} is not a value of its type") from None
         where = "the config file gives a mapping where a list belongs, or the other way round"

@@ -107,6 +107,8 @@ def test_a_saved_config_loads_back_unchanged(tmp_path):
 def test_a_mapping_where_a_list_belongs_is_one_line_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match="^config key 'train.lr_milestones': '{}' is not a value of its"):
         load_config(None, ["data.path=x.png", "train.lr_milestones={}"])
+    with pytest.raises(ConfigError, match="^config key 'sampler.nint': '\\[1\\]' is not a value of its"):
+        load_config(None, ["data.path=x.png", "sampler.nint=[1]"])  # a whole sub-section
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  lr_milestones:\n    a: 1\n")
     with pytest.raises(ConfigError, match="^the config file gives a mapping where a list belongs"):

@@ -134,7 +134,7 @@ class INR:
         return self
 
     def _chunk(self) -> int:
-        return self.config.sampler.chunk_on(self.device.type)
+        return self.config.sampler.pass_size_on(self.device.type)
 
     @torch.no_grad()
     def predict_unit(self, coords: torch.Tensor) -> torch.Tensor:

@@ -108,13 +108,13 @@ def render_band(
     device: str = "auto",
 ) -> int:
     """Evaluate output rows [row_lo, row_hi) and write them into the output store, ``chunk``
-    points per forward pass (None: the run's ``sampler.chunk`` for this device). Runs in this
+    points per forward pass (None: the run's ``sampler.pass_size`` for this device). Runs in this
     process or as a Ray task. Returns the number of points written."""
     import zarr
 
     device = pick_device(device)
     model, cfg, spec, dtype = load_model(Path(run_dir), device)
-    chunk = chunk or cfg.sampler.chunk_on(device.type)
+    chunk = chunk or cfg.sampler.pass_size_on(device.type)
     axes = axis_coordinates(spec, region, shape)
     first = axes[0][row_lo:row_hi]
     grids = torch.meshgrid(first, *axes[1:], indexing="ij")

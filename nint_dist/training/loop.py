@@ -58,14 +58,6 @@ Metric = Callable[["Loop"], dict[str, float]]
 """An extra metric of every evaluation: the loop in, named values out (worker 0's are logged)."""
 
 
-def eval_pass_size(cfg: Config, device: torch.device) -> int:
-    """Samples per forward pass of evaluation, export and the preview (``log.eval_pass_size``),
-    the scoring pass size where the config has no such key."""
-    if hasattr(cfg.log, "eval_pass_size_on"):
-        return cfg.log.eval_pass_size_on(device.type)
-    return cfg.sampler.chunk_on(device.type)
-
-
 class Loop:
     """One worker's run: the signal's rows this worker owns, the model and its update, the
     sampler, and the components the loop calls. Building it resumes from the newest intact
@@ -102,8 +94,8 @@ class Loop:
         if cfg.train.compile:
             self.clock.compile_seconds = self.update.compile(self._first_batch())
         self.sampler: Sampler = build_sampler(cfg.sampler)
-        self.pass_size = cfg.sampler.chunk_on(rt.device.type)
-        """Samples per scoring pass (the selection's)."""
+        self.pass_size = cfg.sampler.pass_size_on(rt.device.type)
+        """Samples per scoring pass (the selection's, ``sampler.pass_size``)."""
         graphs = graphs_wanted(
             cfg.train.cuda_graphs,
             rt.device,
@@ -128,7 +120,7 @@ class Loop:
         if graphs:
             params = list(self.model.parameters())
             self.graphed = GraphedTraining(self.local_pass, params, self.update.optimizer, self.clock.timer)
-        eval_size = eval_pass_size(cfg, rt.device)
+        eval_size = cfg.log.eval_pass_size_on(rt.device.type)  # evaluation, export, preview
         self.evaluation = Evaluation(
             self.model,
             self.shard,

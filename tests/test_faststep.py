@@ -78,7 +78,8 @@ def test_graphed_training_steps_match_eager_ones(tiny_signal, tmp_path):
     settings = ["sampler.name=uniform", "train.steps=12"]
     eager = trainer(tiny_signal, tmp_path / "eager", *settings)
     graphed = trainer(tiny_signal, tmp_path / "graphed", *settings)
-    eager.sampler, graphed.sampler = Cycling(), Cycling()
+    sections = eager.sampler.cfg, eager.sampler.common
+    eager.sampler, graphed.sampler = Cycling(*sections), Cycling(*sections)
     params = list(graphed.model.parameters())
     graphed.graphed = GraphedTraining(
         graphed.local_pass,

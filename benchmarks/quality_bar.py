@@ -26,6 +26,7 @@ from PIL import Image
 from nint_dist.bench import machine, parse_variant
 from nint_dist.config import load_config
 from nint_dist.ingest import image_signal, write_signal
+from nint_dist.plan import RunPlan
 from nint_dist.worker import Runtime, run
 
 SETTINGS = [
@@ -65,7 +66,16 @@ def fit(image: Path, variant: str, seed: int, workdir: Path) -> float:
             *overrides,
         ],
     )
-    return run(cfg, Runtime(0, 1, torch.device("cpu")))["psnr"]
+    plan = RunPlan.split(
+        spec,
+        run_dir=str(run_dir),
+        signal=str(run_dir / "signal.zarr"),
+        source=str(image.resolve()),
+        workers=1,
+        backend="local",
+        device="cpu",
+    )
+    return run(cfg, plan, Runtime(0, 1, torch.device("cpu")))["psnr"]
 
 
 def fit_image(job: tuple[Path, list[str], list[int]]) -> tuple[dict, list[dict]]:

@@ -81,9 +81,17 @@ class Run:
 
     @property
     def config(self):
-        from nint_dist.config import load_config
+        """The config as given (file + overrides); what it resolved to is :attr:`plan`."""
+        from nint_dist.plan import read_run_files
 
-        return load_config(self.dir / "config.yaml", [])
+        return read_run_files(self.dir)[0]
+
+    @property
+    def plan(self):
+        """plan.json: the signal store, workers, backend, device and rows per worker it ran with."""
+        from nint_dist.plan import read_run_files
+
+        return read_run_files(self.dir)[1]
 
     @property
     def model(self) -> "INR":
@@ -173,9 +181,8 @@ class INR:
 def load(run_dir: str | Path, device: str | torch.device | None = None) -> INR:
     """The INR of a run directory (its newest intact checkpoint), on ``device`` (default: a GPU
     when there is one, else the CPU)."""
-    from nint_dist.render import load_model
+    from nint_dist.devices import resolve_device
+    from nint_dist.render import load_run
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    run_dir = Path(run_dir)
-    module, cfg, spec, dtype = load_model(run_dir, device)
-    return INR(module, spec, cfg, dtype, run_dir)
+    run = load_run(run_dir, resolve_device(device, "device"))
+    return INR(run.model, run.spec, run.cfg, run.dtype, run.dir)

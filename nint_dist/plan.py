@@ -6,8 +6,15 @@ plan says what that resolved to on this machine or cluster: the signal store the
 the rows each worker owns, the device, the run directory and where a resumed run continues.
 """
 
+import json
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import yaml
+
+from nint_dist.config import Config, load_config, to_yaml
+from nint_dist.errors import UserError
 from nint_dist.signal import SignalSpec, shard_rows
 
 
@@ -44,3 +51,61 @@ class RunPlan:
     @classmethod
     def from_dict(cls, values: dict) -> "RunPlan":
         return cls(**{**values, "rows": tuple(tuple(r) for r in values["rows"])})
+
+
+CONFIG_FILE = "config.yaml"
+"""RUN_DIR/config.yaml: the user's config as given (YAML file + overrides), never resolved."""
+PLAN_FILE = "plan.json"
+"""RUN_DIR/plan.json: the plan the run was launched with."""
+
+
+def write_run_files(run_dir: Path, cfg: Config, plan: RunPlan) -> None:
+    """The config and the plan into the run directory. The plan goes first: a run directory
+    with a config.yaml always has its plan.json (the previous version aside)."""
+    (run_dir / PLAN_FILE).write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
+    (run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
+
+
+def read_run_files(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Config, RunPlan]:
+    """A run directory's config (with ``overrides`` on top) and its plan, read once.
+
+    A run directory of the previous version holds a config.yaml with ``data.source`` (the input
+    the run was started from; its ``data.path`` then names the signal store) and no plan.json: its
+    plan is rebuilt from that config, so such runs resume and render too. ``UserError`` when
+    ``run_dir`` is not a run directory."""
+    run_dir = Path(run_dir)
+    config = run_dir / CONFIG_FILE
+    if not config.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    if (run_dir / PLAN_FILE).is_file():
+        cfg = load_config(config, list(overrides))
+        try:
+            plan = RunPlan.from_dict(json.loads((run_dir / PLAN_FILE).read_text()))
+        except (ValueError, TypeError, KeyError) as e:
+            raise UserError(f"{run_dir / PLAN_FILE} is not a run plan ({e})") from None
+        return cfg, plan
+    return _read_previous_version(run_dir, list(overrides))
+
+
+def _read_previous_version(run_dir: Path, overrides: list[str]) -> tuple[Config, RunPlan]:
+    values = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    source = (values.get("data") or {}).pop("source", None) if isinstance(values, dict) else None
+    if not source:
+        raise UserError(
+            f"{run_dir} holds a {CONFIG_FILE} but no {PLAN_FILE}: the run directory is incomplete"
+            " (its launch stopped before the run started); choose another run.dir"
+        )
+    with tempfile.TemporaryDirectory(prefix="nint-run-") as folder:
+        stripped = Path(folder) / CONFIG_FILE
+        stripped.write_text(yaml.safe_dump(values))
+        cfg = load_config(stripped, overrides)
+    plan = RunPlan(
+        run_dir=str(run_dir.resolve()),
+        signal=values["data"]["path"],
+        source=source,
+        workers=int(values["train"]["workers"]),
+        backend=values["run"]["backend"],
+        device="cpu",
+        rows=(),
+    )
+    return cfg, plan

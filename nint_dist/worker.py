@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from nint_dist.metrics import psnr_from_mse, si_snr_from_sums
 from nint_dist.models import build_model
 from nint_dist.monitor import AudioMonitor, ImageMonitor, log_histograms
 from nint_dist.outputs import export_reconstruction
+from nint_dist.plan import RunPlan
 from nint_dist.runlog import STOP_FILE, RunLog
 from nint_dist.samplers import Sampler, Selection, build_sampler
 from nint_dist.schedules import num_selected, ratio_at
@@ -75,21 +76,22 @@ checkpoint to resume from). Worker 0 writes it; the driver turns it into one lin
 
 
 def train_worker(config: dict) -> None:
-    """Ray Train's ``train_loop_per_worker``; after a restart it resumes from the newest checkpoint.
-    A ``RunFailed`` ends the worker normally (every worker meets it at the same point) with the
-    reason in ``failure.json``: restarting would only fail the same way again."""
-    cfg, rt = from_dict(config), ray_runtime()
+    """Ray Train's ``train_loop_per_worker``, given ``{"config": …, "plan": …}`` (the user's
+    config and the driver's plan, as dicts); after a restart it resumes from the newest
+    checkpoint. A ``RunFailed`` ends the worker normally (every worker meets it at the same
+    point) with the reason in ``failure.json``: restarting would only fail the same way again."""
+    cfg, plan, rt = from_dict(config["config"]), RunPlan.from_dict(config["plan"]), ray_runtime()
     try:
-        run(cfg, rt)
+        run(cfg, plan, rt)
     except RunFailed as e:
         if rt.rank == 0:
-            (Path(cfg.run.dir) / FAILURE).write_text(json.dumps({"error": str(e)}) + "\n")
+            (Path(plan.run_dir) / FAILURE).write_text(json.dumps({"error": str(e)}) + "\n")
     except RuntimeError as e:
         text = str(e).lower()
         if isinstance(e, torch.distributed.DistError) or "gloo" in text or "timed out" in text:
             # a collective timed out or lost a peer: this worker waited, so it is not the one that
             # hung; the record lets the driver name the one that did
-            record_process(cfg.run.dir, rt.rank, collective_failed=True)
+            record_process(plan.run_dir, rt.rank, collective_failed=True)
         raise
 
 
@@ -651,7 +653,9 @@ def record_process(run_dir: str, rank: int, **extra) -> None:
     path.write_text(json.dumps(record))
 
 
-def run(cfg: Config, rt: Runtime) -> dict | None:
-    """Fit the signal; returns the summary on worker 0, None elsewhere."""
-    record_process(cfg.run.dir, rt.rank)
-    return Trainer(cfg, rt).fit()
+def run(cfg: Config, plan: RunPlan, rt: Runtime) -> dict | None:
+    """Fit the signal as ``plan`` says; returns the summary on worker 0, None elsewhere."""
+    record_process(plan.run_dir, rt.rank)
+    # the Trainer reads the signal and the run directory from its config
+    planned = replace(cfg, data=replace(cfg.data, path=plan.signal), run=replace(cfg.run, dir=plan.run_dir))
+    return Trainer(planned, rt).fit()

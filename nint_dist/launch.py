@@ -188,7 +188,7 @@ def resolve(
     workers, and for a run directory that holds a run, that this config continues it. The signal
     is opened here once; ``cfg`` is left as it is."""
     if resume_dir is not None:
-        run_dir = run_dir_of(str(Path(resume_dir).resolve()), "local")
+        run_dir = Path(resume_dir).resolve()
     else:
         run_dir = run_dir_of(cfg.run.dir, cfg.run.backend)
     workers, backend = place(cfg, verbose)
@@ -211,7 +211,7 @@ def resolve(
         source=source,
         workers=workers,
         backend=backend,
-        device="cpu",
+        device="cpu",  # settled below, once the cheap checks have passed
         resume_step=step,
     )
     if not resuming:

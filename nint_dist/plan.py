@@ -8,7 +8,7 @@ the rows each worker owns, the device, the run directory and where a resumed run
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -83,8 +83,20 @@ def read_run_files(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Conf
             plan = RunPlan.from_dict(json.loads((run_dir / PLAN_FILE).read_text()))
         except (ValueError, TypeError, KeyError) as e:
             raise UserError(f"{run_dir / PLAN_FILE} is not a run plan ({e})") from None
-        return cfg, plan
+        return cfg, moved_to(plan, run_dir)
     return _read_previous_version(run_dir, list(overrides))
+
+
+def moved_to(plan: RunPlan, run_dir: Path) -> RunPlan:
+    """The plan of a run directory that was moved or copied (e.g. from a cluster's storage to a
+    laptop) since: its run_dir, and a signal ingested into it, as they are now."""
+    here = run_dir.resolve()
+    if Path(plan.run_dir) == here:
+        return plan
+    signal = plan.signal
+    if "://" not in signal and Path(signal).is_relative_to(plan.run_dir):
+        signal = str(here / Path(signal).relative_to(plan.run_dir))
+    return replace(plan, run_dir=str(here), signal=signal)
 
 
 def _read_previous_version(run_dir: Path, overrides: list[str]) -> tuple[Config, RunPlan]:

@@ -134,3 +134,17 @@ def test_a_run_directory_of_the_previous_version_resumes(started, tmp_path, caps
     (old / "plan.json").unlink()  # neither data.source nor plan.json: one line
     with pytest.raises(UserError, match="no plan.json"):
         read_run_files(old)
+
+
+def test_a_moved_run_directory_reads_its_own_signal(started, tmp_path):
+    """Copied elsewhere (from a cluster to a laptop) and the original gone: the plan's run_dir and
+    its ingested signal follow the directory."""
+    import nint_dist
+
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(started, moved)
+    shutil.rmtree(started)
+    _, plan = read_run_files(moved)
+    assert plan.run_dir == str(moved.resolve()) and plan.signal == str(moved.resolve() / "signal.zarr")
+    assert nint_dist.load(moved, device="cpu").render().shape == (12, 10, 3)
+    assert launch.main(["--resume", str(moved), "train.steps=6"]) == 0

@@ -3,13 +3,14 @@
 Inputs: PNG/JPEG, TIFF/BigTIFF, NumPy ``.npy``, zarr arrays, WAV audio and OBJ meshes (as a
 signed-distance volume). The input is read lazily with dask and written block by block, so it
 never has to fit in memory. Each block is checked (NaN/inf), converted to the stored dtype,
-check-summed per chunk and written; every write covers whole zarr shards, since two writers
-of one shard would race. The store is written under a temporary name and renamed when
+check-summed per chunk and written; every write covers whole chunk files, since two writers
+of one chunk file would race. The store is written under a temporary name and renamed when
 complete, so a failed ingestion never leaves something that looks like a signal.
 
 Layout: chunks are whole rows of the first grid axis (``chunk_rows`` of them), so a worker's
-shard is a run of whole chunks. Stores above ``SHARD_MIN_BYTES`` group chunks into shards of
-about ``SHARD_TARGET_BYTES`` with zarr's sharding codec (fewer, larger files). Floats are
+shard is a run of whole chunks. Stores above ``CHUNK_FILE_MIN_BYTES`` group consecutive chunks
+into chunk files of about ``CHUNK_FILE_TARGET_BYTES`` (fewer, larger files): what zarr's
+sharding codec calls a "shard", a word this package keeps for a worker's rows. Floats are
 stored as float16 unless asked otherwise (targets tolerate it and it halves the memory).
 """
 
@@ -28,19 +29,19 @@ import numpy as np
 from nint_dist.errors import UserError, run_cli
 from nint_dist.signal import ATTRS_KEY, SignalSpec, shard_rows
 from nint_dist.sources import Source, open_source
-from nint_dist.sources.images import IMAGE_DOMAIN, decode_picture
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 TARGET_CHUNK_BYTES = 1 << 20
 WRITE_BLOCK_BYTES = 1 << 24
-SHARD_MIN_BYTES = 1 << 28
-SHARD_TARGET_BYTES = 1 << 26
+CHUNK_FILE_MIN_BYTES = 1 << 28
+"""Stores at least this large group their chunks into chunk files."""
+CHUNK_FILE_TARGET_BYTES = 1 << 26
+"""About this many bytes of chunks per chunk file."""
 STORED_FLOATS = ("float16", "float32")
 
 
 def default_chunk_rows(shape: tuple[int, ...], itemsize: int, workers: int = 16) -> int:
     """Rows per chunk: about 1 MiB per chunk, and at least max(16, workers) chunk rows when the
-    signal is tall enough, so that it can be sharded over that many workers."""
+    signal is tall enough, so that it can be split over that many workers."""
     row_bytes = int(np.prod(shape[1:])) * itemsize
     by_bytes = max(1, TARGET_CHUNK_BYTES // max(row_bytes, 1))
     by_workers = max(1, shape[0] // max(16, workers))
@@ -57,12 +58,13 @@ def stored_dtype(dtype: np.dtype, float_dtype: str | None) -> np.dtype:
 
 
 def _layout(shape: tuple[int, ...], dtype: np.dtype, chunk_rows: int) -> tuple[int, int | None]:
-    """(rows per write, rows per zarr shard or None): writes are whole shards when sharded."""
+    """(rows per write, rows per chunk file or None for one file per chunk): with chunk files,
+    each write is one whole chunk file."""
     row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
     chunk_bytes = max(chunk_rows * row_bytes, 1)
-    if shape[0] * row_bytes >= SHARD_MIN_BYTES and shape[0] > chunk_rows:
-        per_shard = max(1, SHARD_TARGET_BYTES // chunk_bytes)
-        rows = chunk_rows * per_shard
+    if shape[0] * row_bytes >= CHUNK_FILE_MIN_BYTES and shape[0] > chunk_rows:
+        per_file = max(1, CHUNK_FILE_TARGET_BYTES // chunk_bytes)
+        rows = chunk_rows * per_file
         return rows, rows
     return chunk_rows * max(1, WRITE_BLOCK_BYTES // chunk_bytes), None
 
@@ -91,14 +93,14 @@ def write_signal(
         raise UserError(f"cannot write {output}: directory {parent} is not writable")
     dtype = np.dtype(array.dtype)
     shape = tuple(int(s) for s in array.shape)
-    write_rows, shard = _layout(shape, dtype, spec.chunk_rows)
+    write_rows, file_rows = _layout(shape, dtype, spec.chunk_rows)
     tmp = parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         z = zarr.create_array(
             store=str(tmp),
             shape=shape,
             chunks=(spec.chunk_rows, *shape[1:]),
-            shards=None if shard is None else (shard, *shape[1:]),
+            shards=None if file_rows is None else (file_rows, *shape[1:]),  # zarr's word for chunk files
             dtype=dtype,
             zarr_format=3,
         )
@@ -196,19 +198,10 @@ def verify_signal(path: str | Path) -> list[int]:
 
 
 def image_signal(source: Path, chunk_rows: int | None = None) -> tuple[np.ndarray, SignalSpec]:
-    """Decode a PNG/JPEG into memory and describe it as a signal (nothing is written)."""
-    array = decode_picture(Path(source))
-    if not np.issubdtype(array.dtype, np.unsignedinteger):
-        raise UserError(f"{source}: unsupported pixel type {array.dtype}")
-    spec = SignalSpec(
-        grid=tuple(array.shape[:2]),
-        channels=array.shape[2],
-        value_range=(0.0, float(np.iinfo(array.dtype).max)),
-        domain=IMAGE_DOMAIN,
-        chunk_rows=chunk_rows or default_chunk_rows(array.shape, array.dtype.itemsize),
-        kind="image",
-    )
-    return array, spec
+    """A PNG/JPEG decoded into memory and described as a signal (nothing is written): what
+    ``load_source`` reads from a picture, as a NumPy array."""
+    data, spec = load_source(Path(source), chunk_rows, kind="image")
+    return np.asarray(data), spec
 
 
 def load_source(
@@ -222,7 +215,8 @@ def load_source(
 ) -> tuple[object, SignalSpec]:
     """Open a supported input lazily: (dask array in the stored dtype, spec). The value range
     of float inputs is None until ``write_signal`` has measured it. Notes on what was done to
-    the input (e.g. a mesh's holes closed) go to stderr."""
+    the input (e.g. a mesh's holes closed) go to stderr. No file is left open (see ``Source``),
+    so the caller may keep the array until it writes it, or drop it unwritten."""
     source = Path(source)
     if not source.exists():
         raise UserError(f"input file not found: {source}")

@@ -1,16 +1,24 @@
-"""Quality metrics over values in [0, 1]."""
+"""The quality metrics, one function each: what it measures and in which units is in its
+docstring. Evaluation during training, the final exports (``outputs``), the TensorBoard preview
+(``monitor``) and the benchmarks call these; a new metric is a function here, called where its
+values are at hand. Pure functions of arrays: nothing here knows of workers or files.
+
+Values are compared in training's units, [0, 1] (the signal's value range mapped linearly),
+unless a docstring says otherwise."""
 
 import math
 
 
 def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
-    """PSNR in dB; infinite for a perfect fit."""
+    """Peak signal-to-noise ratio, in dB, of a mean squared error ``mse`` over values whose
+    range is ``peak`` wide (1 in training's units): 10·log10(peak² / mse); inf for a perfect fit."""
     return float("inf") if mse <= 0 else 10.0 * math.log10(peak * peak / mse)
 
 
 def si_snr(estimate, reference) -> float:
-    """Scale-invariant signal-to-noise ratio in dB (Le Roux et al. 2019) of two equally long
-    signals: both made zero-mean, the target is the estimate's projection on the reference."""
+    """Scale-invariant signal-to-noise ratio, in dB (Le Roux et al. 2019), of two equally long
+    signals in any units: both made zero-mean, the target is the estimate's projection on the
+    reference, and the ratio is ‖target‖² / ‖estimate − target‖²; inf for an exact match."""
     import numpy as np
 
     est = np.asarray(estimate, dtype=np.float64).ravel()
@@ -26,9 +34,9 @@ def si_snr(estimate, reference) -> float:
 def si_snr_from_sums(
     n: int, sum_e: float, sum_r: float, sum_er: float, sum_ee: float, sum_rr: float
 ) -> float:
-    """``si_snr`` of an estimate e and a reference r of ``n`` values given only their sums
-    (Σe, Σr, Σe·r, Σe², Σr²), which add up over shards: SI-SNR of a sharded signal in one
-    all-reduce."""
+    """``si_snr`` (dB) of an estimate e and a reference r of ``n`` values given only their sums
+    (Σe, Σr, Σe·r, Σe², Σr²), which add up over the workers' shards: the SI-SNR of a signal
+    spread over workers in one all-reduce."""
     cross = sum_er - sum_e * sum_r / n  # <e - ē, r - r̄>
     ref = max(sum_rr - sum_r * sum_r / n, 1e-300)
     est = sum_ee - sum_e * sum_e / n
@@ -40,8 +48,8 @@ def si_snr_from_sums(
 
 
 def occupancy_counts(sdf_a, sdf_b) -> tuple[int, int]:
-    """(|inside_a ∩ inside_b|, |inside_a ∪ inside_b|) with inside = negative signed distance;
-    sums over blocks give the IoU of a volume read block by block."""
+    """(|inside_a ∩ inside_b|, |inside_a ∪ inside_b|), in grid points, with inside = negative
+    signed distance; sums over blocks give ``occupancy_iou`` of a volume read block by block."""
     import numpy as np
 
     a, b = np.asarray(sdf_a) < 0, np.asarray(sdf_b) < 0
@@ -49,14 +57,16 @@ def occupancy_counts(sdf_a, sdf_b) -> tuple[int, int]:
 
 
 def occupancy_iou(sdf_a, sdf_b) -> float:
-    """Intersection over union of the occupancies (negative signed distance); 1 when both are empty."""
+    """Intersection over union of two occupancies (inside = negative signed distance), a
+    fraction in [0, 1] of grid points; 1 when both are empty."""
     both, either = occupancy_counts(sdf_a, sdf_b)
     return 1.0 if either == 0 else both / either
 
 
 def chamfer_distance(points_a, points_b) -> float:
-    """Symmetric Chamfer distance of two point sets [n, D]: the mean of the two mean
-    nearest-neighbour distances (not squared), in the points' units; inf if one set is empty."""
+    """Symmetric Chamfer distance of two point sets [n, D], in the points' units (a volume's
+    coordinate domain): the mean of the two mean nearest-neighbour distances (not squared);
+    inf if one set is empty."""
     import numpy as np
     from scipy.spatial import cKDTree
 
@@ -69,9 +79,10 @@ def chamfer_distance(points_a, points_b) -> float:
 
 
 def ssim(image_a, image_b, sigma: float = 1.5, radius: int = 5) -> float:
-    """Mean SSIM (Wang et al. 2004) of two images [H, W] or [H, W, C] with values in [0, 1]:
-    Gaussian window (σ = 1.5, 11×11), K1 = 0.01, K2 = 0.03, population covariances, averaged
-    over the positions where the window fits inside the image and over channels."""
+    """Mean structural similarity (Wang et al. 2004), unitless, at most 1 (identical images),
+    of two images [H, W] or [H, W, C] with values in [0, 1]: Gaussian window (σ = 1.5, 11×11),
+    K1 = 0.01, K2 = 0.03, population covariances, averaged over the positions where the window
+    fits inside the image and over channels."""
     import torch
     import torch.nn.functional as F
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from nint_dist.metrics import ssim
 from nint_dist.scoring import predict
-from nint_dist.signal import SignalSpec, flat_to_coords
+from nint_dist.signal import SignalSpec, flat_to_coords, unit_values
 
 SSIM_WINDOW = 11
 """Side of SSIM's Gaussian window (metrics.ssim's default radius 5)."""
@@ -31,19 +31,17 @@ class ImageMonitor:
         spec: SignalSpec,
         device: torch.device,
         dtype: torch.dtype,
-        chunk: int,
+        pass_size: int,
         max_side: int = 1024,
     ):
-        self.spec, self.device, self.dtype, self.chunk = spec, device, dtype, chunk
+        self.spec, self.device, self.dtype, self.pass_size = spec, device, dtype, pass_size
         height, width = spec.grid
         self.stride = max(1, math.ceil(max(height, width) / max_side))
         rows = torch.arange(0, height, self.stride)
         cols = torch.arange(0, width, self.stride)
         self.shape = (rows.numel(), cols.numel())
         self.flat = (rows[:, None] * width + cols[None, :]).reshape(-1).to(device)
-        lo, hi = spec.value_range
-        target = np.asarray(array[:: self.stride, :: self.stride], dtype=np.float64)
-        self.target = (target - lo) / (hi - lo)
+        self.target = unit_values(array[:: self.stride, :: self.stride], spec)
         self.heat = torch.zeros(self.shape[0] * self.shape[1], dtype=torch.float64, device=device)
         """Selection counts per preview cell, kept on the device: no copy per step."""
 
@@ -55,7 +53,7 @@ class ImageMonitor:
 
     def preview(self, model: nn.Module) -> np.ndarray:
         coords = lambda lo, hi: flat_to_coords(self.flat[lo:hi], self.spec, self.dtype)  # noqa: E731
-        values = predict(model, coords, self.flat.numel(), self.chunk).double().clamp(0, 1).cpu().numpy()
+        values = predict(model, coords, self.flat.numel(), self.pass_size).double().clamp(0, 1).cpu().numpy()
         return values.reshape(*self.shape, self.spec.channels)
 
     def log(self, writer, step: int, model: nn.Module) -> dict[str, float]:
@@ -81,17 +79,15 @@ class AudioMonitor:
         spec: SignalSpec,
         device: torch.device,
         dtype: torch.dtype,
-        chunk: int,
+        pass_size: int,
         max_seconds: float = 5.0,
     ):
-        self.spec, self.dtype, self.chunk = spec, dtype, chunk
+        self.spec, self.dtype, self.pass_size = spec, dtype, pass_size
         self.rate = int(spec.extra.get("sample_rate", 44100))
         self.length = min(spec.grid[0], int(max_seconds * self.rate))
         self.flat = torch.arange(self.length, device=device)
         self.pcm = np.issubdtype(np.dtype(array.dtype), np.integer)
-        lo, hi = spec.value_range
-        source = np.asarray(array[: self.length], dtype=np.float64)
-        self.source = self._playable((source - lo) / (hi - lo))
+        self.source = self._playable(unit_values(array[: self.length], spec))
         self.source_logged = False
 
     def _playable(self, unit: np.ndarray) -> np.ndarray:
@@ -103,7 +99,7 @@ class AudioMonitor:
 
     def log(self, writer, step: int, model: nn.Module) -> dict[str, float]:
         coords = lambda lo, hi: flat_to_coords(self.flat[lo:hi], self.spec, self.dtype)  # noqa: E731
-        unit = predict(model, coords, self.length, self.chunk).double().cpu().numpy()
+        unit = predict(model, coords, self.length, self.pass_size).double().cpu().numpy()
         writer.add_audio("eval/reconstruction_audio", self._playable(unit), step, sample_rate=self.rate)
         if not self.source_logged:
             writer.add_audio("eval/source_audio", self.source, step, sample_rate=self.rate)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nint_dist.metrics import chamfer_distance, occupancy_counts, si_snr
-from nint_dist.signal import SignalSpec
+from nint_dist.signal import SignalSpec, unit_values
 
 PNG_MAX_PIXELS = 1 << 26
 """Larger images keep only ``reconstruction.zarr`` (a PNG would be decoded whole by viewers)."""
@@ -36,8 +36,7 @@ def export_reconstruction(spec: SignalSpec, recon_path: Path, run_dir: Path, sou
 
 
 def export_image(spec: SignalSpec, recon, run_dir: Path) -> None:
-    from PIL import Image
-
+    """reconstruction.png, or for images too large for one a multiscale pyramid."""
     if spec.num_points > PNG_MAX_PIXELS:
         write_pyramid(recon, run_dir / "reconstruction.ome.zarr")
         print(
@@ -46,10 +45,31 @@ def export_image(spec: SignalSpec, recon, run_dir: Path) -> None:
             file=sys.stderr,
         )
         return
-    image = np.asarray(recon[...])
-    if image.dtype != np.uint8:
-        image = (image.astype(np.float64) / spec.value_range[1] * 255).round().astype(np.uint8)
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(run_dir / "reconstruction.png")
+    write_png(run_dir / "reconstruction.png", np.asarray(recon[...]), spec)
+
+
+PNG_CHANNELS = (1, 2, 3, 4)
+"""Grey, grey + alpha, RGB and RGBA: the channel counts a PNG holds."""
+
+
+def to_8bit(values: np.ndarray, spec: SignalSpec) -> np.ndarray:
+    """Stored values (any integer or float dtype) → uint8: the signal's whole value range maps
+    linearly onto 0..255 (its lower end ↦ 0, its upper end ↦ 255), values outside it are
+    clipped, and the result is rounded to nearest (half to even)."""
+    return np.rint(np.clip(unit_values(values, spec), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_png(path: Path, values: np.ndarray, spec: SignalSpec) -> None:
+    """An 8-bit PNG of an image [H, W, C] in its stored values (as ``reconstruction.zarr`` and
+    the signal store hold them, not [0, 1]), through ``to_8bit`` with the signal's value range:
+    the one PNG writer of exports and renders. C is 1 (grey), 2 (grey + alpha), 3 (RGB) or 4
+    (RGBA)."""
+    from PIL import Image
+
+    if values.ndim != 3 or values.shape[-1] not in PNG_CHANNELS:
+        raise ValueError(f"a PNG holds an image [H, W, C] with C in {PNG_CHANNELS}, not {values.shape}")
+    image = to_8bit(values, spec)
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
 
 
 PYRAMID_TILE = 512
@@ -121,9 +141,8 @@ def export_audio(spec: SignalSpec, recon, run_dir: Path, source) -> dict[str, fl
     from nint_dist.sources.audio import write_wav
 
     values = np.asarray(recon[...], dtype=np.float64)
-    lo, hi = spec.value_range
     if np.issubdtype(recon.dtype, np.integer):  # PCM: full scale onto [-1, 1]
-        values = (values - lo) / (hi - lo) * 2.0 - 1.0
+        values = unit_values(values, spec) * 2.0 - 1.0
     write_wav(run_dir / "reconstruction.wav", values, int(spec.extra.get("sample_rate", 44100)))
     if source is None:
         return {}

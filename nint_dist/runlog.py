@@ -1,6 +1,7 @@
 """What worker 0 writes into the run directory while training: metrics.jsonl, TensorBoard
-event files, selections, checkpoints and final.json. Other workers hold no writer at all;
-nothing here touches the process group."""
+event files, the selected indices (``selection/``) and final.json. Checkpoints are not written
+here (``nint_dist.checkpoint`` does that). Other workers hold no writer at all; nothing here
+touches the process group."""
 
 import json
 import os

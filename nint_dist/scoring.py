@@ -1,12 +1,13 @@
-"""Residuals and NTK scores over a block of coordinates, in chunks so that memory is set by the
-chunk size and not by the number of coordinates. Pure tensor functions: the all-reduce that
-turns a shard's ``J_wᵀ r_w`` into the global ``v`` happens in the caller.
+"""Residuals and NTK scores over a block of coordinates, in passes of at most ``pass_size``
+coordinates, so that memory is set by the pass size and not by the number of coordinates. Pure
+tensor functions: the all-reduce that turns a shard's ``J_wᵀ r_w`` into the global ``v`` happens
+in the caller.
 
 NTK score of coordinate i (``docs/method.md``): s_i = ‖(J Jᵀ r)_i‖² summed over channels, computed as
-v = Jᵀ r (a VJP, accumulated chunk by chunk) and w = J v (a JVP per chunk); K = J Jᵀ is never
+v = Jᵀ r (a VJP, accumulated pass by pass) and w = J v (a JVP per pass); K = J Jᵀ is never
 formed.
 
-Legend: n coordinates in the block, m in a chunk, D coordinate dims, C channels.
+Legend: n coordinates in the block, m in a pass, D coordinate dims, C channels.
 ``coords_of(lo, hi)`` returns coordinates [m, D] and ``targets_of(lo, hi)`` targets [m, C] of
 the block's entries lo..hi-1.
 """
@@ -22,9 +23,10 @@ RangeFn = Callable[[int, int], torch.Tensor]
 Params = dict[str, torch.Tensor]
 
 
-def chunk_bounds(n: int, chunk: int) -> Iterator[tuple[int, int]]:
-    for lo in range(0, n, chunk):
-        yield lo, min(lo + chunk, n)
+def pass_bounds(n: int, pass_size: int) -> Iterator[tuple[int, int]]:
+    """[lo, hi) of each pass over n coordinates, ``pass_size`` at a time (the last one shorter)."""
+    for lo in range(0, n, pass_size):
+        yield lo, min(lo + pass_size, n)
 
 
 def detached_params(model: nn.Module) -> Params:
@@ -36,14 +38,14 @@ def _as_function(model: nn.Module, coords: torch.Tensor) -> Callable[[Params], t
     return lambda params: functional_call(model, {**params, **buffers}, (coords,))
 
 
-def _per_chunk(n: int, chunk: int, compute: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
-    """Results of ``compute(lo, hi)`` over chunks, written into one tensor allocated up front.
+def _per_pass(n: int, pass_size: int, compute: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+    """Results of ``compute(lo, hi)`` over passes, written into one tensor allocated up front.
 
-    Collecting small per-chunk results in a list between large short-lived chunk buffers
-    fragments the CPU heap: its peak then grows with the number of chunks (measured: +0.85 GB
-    over 8M coordinates), which defeats chunking."""
+    Collecting small per-pass results in a list between large short-lived pass buffers
+    fragments the CPU heap: its peak then grows with the number of passes (measured: +0.85 GB
+    over 8M coordinates), which defeats passing in pieces."""
     out = None
-    for lo, hi in chunk_bounds(n, chunk):
+    for lo, hi in pass_bounds(n, pass_size):
         value = compute(lo, hi)
         if out is None:
             out = torch.empty((n, *value.shape[1:]), dtype=value.dtype, device=value.device)
@@ -63,9 +65,11 @@ def _tf32_matmul(enabled: bool) -> Iterator[None]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
-    """f(x) for the block, [n, C]."""
-    return _per_chunk(n, chunk, lambda lo, hi: model(coords_of(lo, hi)))
+def predict(model: nn.Module, coords_of: RangeFn, n: int, pass_size: int) -> torch.Tensor:
+    """f(x) for the block, [n, C], ``pass_size`` coordinates per forward pass: the one way a
+    model is evaluated over more coordinates than fit in one pass (evaluation, export, preview,
+    render)."""
+    return _per_pass(n, pass_size, lambda lo, hi: model(coords_of(lo, hi)))
 
 
 @torch.no_grad()
@@ -74,7 +78,7 @@ def residual_l1(
     coords_of: RangeFn,
     targets_of: RangeFn,
     n: int,
-    chunk: int,
+    pass_size: int,
     precision: str = "full",
 ) -> torch.Tensor:
     """Σ_c |f(x_i) − y_i| for the block, [n] (the error criterion of INT and NINT).
@@ -92,17 +96,17 @@ def residual_l1(
             prediction = model(coords)
         return (prediction.to(coords.dtype) - targets_of(lo, hi)).abs().sum(dim=-1)
 
-    return _per_chunk(n, chunk, compute)
+    return _per_pass(n, pass_size, compute)
 
 
 @torch.no_grad()
 def squared_error_sum(
-    model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int
+    model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, pass_size: int
 ) -> torch.Tensor:
     """Σ_i Σ_c (f(x_i) − y_i)² over the block, a float64 scalar on the model's device (summed
-    there: no host round trip per chunk)."""
+    there: no host round trip per pass)."""
     total = None
-    for lo, hi in chunk_bounds(n, chunk):
+    for lo, hi in pass_bounds(n, pass_size):
         err = model(coords_of(lo, hi)) - targets_of(lo, hi)
         part = err.double().pow(2).sum()
         total = part if total is None else total + part
@@ -111,27 +115,27 @@ def squared_error_sum(
 
 @torch.no_grad()
 def error_and_moment_sums(
-    model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int
+    model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, pass_size: int
 ) -> torch.Tensor:
     """[Σ(f−y)², Σf, Σy, Σf·y, Σf², Σy²] over the block and its channels, float64: sums over
     workers give the global MSE and SI-SNR (``metrics.si_snr_from_sums``) in one pass."""
     total = torch.zeros(6, dtype=torch.float64)
-    for lo, hi in chunk_bounds(n, chunk):
+    for lo, hi in pass_bounds(n, pass_size):
         f, y = model(coords_of(lo, hi)).double(), targets_of(lo, hi).double()
         sums = [(f - y).pow(2).sum(), f.sum(), y.sum(), (f * y).sum(), f.pow(2).sum(), y.pow(2).sum()]
         total += torch.stack(sums).cpu()
     return total
 
 
-def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, chunk: int) -> Params:
-    """v_block = J_blockᵀ r_block with r = f(x) − y (detached), accumulated over chunks.
+def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, pass_size: int) -> Params:
+    """v_block = J_blockᵀ r_block with r = f(x) − y (detached), accumulated over passes.
 
     Returns a parameter-shaped dict. Summing it over all blocks of the signal gives the global
     v = Jᵀ r exactly.
     """
     params = detached_params(model)
     total = {name: torch.zeros_like(p) for name, p in params.items()}
-    for lo, hi in chunk_bounds(n, chunk):
+    for lo, hi in pass_bounds(n, pass_size):
         out, pullback = vjp(_as_function(model, coords_of(lo, hi)), params)
         (grads,) = pullback((out - targets_of(lo, hi)).detach())
         for name, g in grads.items():
@@ -139,7 +143,7 @@ def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: i
     return total
 
 
-def ntk_scores(model: nn.Module, v: Params, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+def ntk_scores(model: nn.Module, v: Params, coords_of: RangeFn, n: int, pass_size: int) -> torch.Tensor:
     """s_i = Σ_c (J v)_ic² for the block, [n], with v the global Jᵀ r."""
     params = detached_params(model)
 
@@ -148,14 +152,14 @@ def ntk_scores(model: nn.Module, v: Params, coords_of: RangeFn, n: int, chunk: i
         _, tangent = jvp(_as_function(model, coords_of(lo, hi)), (params,), (v,))
         return tangent.pow(2).sum(dim=-1)
 
-    return _per_chunk(n, chunk, compute)
+    return _per_pass(n, pass_size, compute)
 
 
 @torch.no_grad()
-def output_sq_norm(model: nn.Module, coords_of: RangeFn, n: int, chunk: int) -> torch.Tensor:
+def output_sq_norm(model: nn.Module, coords_of: RangeFn, n: int, pass_size: int) -> torch.Tensor:
     """Σ_c f(x_i)² for the block, [n]: what the reference code ranks as its NTK score (it keeps
     the primal output of ``torch.func.jvp``, f(x), where the paper's rule uses the tangent J v)."""
-    return _per_chunk(n, chunk, lambda lo, hi: model(coords_of(lo, hi)).pow(2).sum(dim=-1))
+    return _per_pass(n, pass_size, lambda lo, hi: model(coords_of(lo, hi)).pow(2).sum(dim=-1))
 
 
 def point_stats(model: nn.Module, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -123,6 +123,13 @@ def to_unit(values: torch.Tensor, spec: SignalSpec, dtype: torch.dtype) -> torch
     return (values.to(dtype) - lo) / (hi - lo)
 
 
+def unit_values(values, spec: SignalSpec) -> np.ndarray:
+    """Stored values (e.g. read from the store) → [0, 1] as float64 NumPy, not clipped:
+    ``to_unit`` for arrays on the host."""
+    lo, hi = spec.value_range
+    return (np.asarray(values, dtype=np.float64) - lo) / (hi - lo)
+
+
 def from_unit(values: np.ndarray, spec: SignalSpec, stored_dtype: np.dtype) -> np.ndarray:
     """Targets in [0, 1] → stored values (clipped and rounded for integer dtypes)."""
     lo, hi = spec.value_range

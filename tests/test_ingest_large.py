@@ -1,5 +1,5 @@
 """Out-of-core ingestion: every format against an independent reader, per-chunk checksums,
-shard-aligned sharded layouts, the generator, bad input refused without a finished-looking
+stores grouped into chunk files, the generator, bad input refused without a finished-looking
 output, and a worker reading only its own chunks."""
 
 import zlib
@@ -12,6 +12,7 @@ import zarr
 
 from nint_dist import generate as gen
 from nint_dist import ingest as ing
+from nint_dist.errors import UserError
 from nint_dist.shard import load_shard
 from nint_dist.signal import open_signal, shard_rows
 
@@ -37,9 +38,9 @@ def test_npy_float_is_stored_as_float16_with_range_and_chunk_checksums(tmp_path)
     assert ing.verify_signal(tmp_path / "x.zarr") == [2]
 
 
-def test_large_stores_are_sharded_and_written_in_whole_shards(tmp_path, monkeypatch):
-    monkeypatch.setattr(ing, "SHARD_MIN_BYTES", 4096)
-    monkeypatch.setattr(ing, "SHARD_TARGET_BYTES", 3 * 10 * 16 * 3)
+def test_large_stores_are_written_in_whole_chunk_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(ing, "CHUNK_FILE_MIN_BYTES", 4096)
+    monkeypatch.setattr(ing, "CHUNK_FILE_TARGET_BYTES", 3 * 10 * 16 * 3)
     writes = []
     original = zarr.Array.__setitem__
 
@@ -52,7 +53,7 @@ def test_large_stores_are_sharded_and_written_in_whole_shards(tmp_path, monkeypa
     np.save(tmp_path / "p.npy", pixels)
     ing.ingest(tmp_path / "p.npy", tmp_path / "p.zarr", chunk_rows=10, progress=False)
     array = zarr.open_array(str(tmp_path / "p.zarr"), mode="r")
-    assert array.chunks[0] == 10 and array.shards[0] == 30
+    assert array.chunks[0] == 10 and array.shards[0] == 30  # zarr's "shards": chunk files of 3 chunks
     assert np.array_equal(array[...], pixels)
     assert sorted(writes) == [(0, 30), (30, 60), (60, 90), (90, 95)]
 
@@ -62,12 +63,44 @@ def test_tiff_and_bigtiff_match_tifffile(tmp_path):
     rgb = rng.integers(0, 65535, (70, 45, 3), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "tiled.tif", rgb, bigtiff=True, tile=(32, 32), compression="zlib")
     tifffile.imwrite(tmp_path / "plain.tif", rgb[..., 0])
-    for name in ("tiled", "plain"):
+    planes = np.moveaxis(rgb, -1, 0)  # channels first, compressed in strips of 8 rows
+    strips = {"planarconfig": "separate", "compression": "zlib", "rowsperstrip": 8}
+    tifffile.imwrite(tmp_path / "planar.tif", planes, **strips)
+    for name in ("tiled", "plain", "planar"):
         ing.ingest(tmp_path / f"{name}.tif", tmp_path / f"{name}.zarr", chunk_rows=16)
         array, spec = open_signal(tmp_path / f"{name}.zarr")
         reference = tifffile.imread(tmp_path / f"{name}.tif")
+        reference = np.moveaxis(reference, 0, -1) if name == "planar" else reference
         assert np.array_equal(array[...], reference.reshape(array.shape))
         assert spec.value_range == (0.0, 65535.0) and spec.kind == "image"
+
+
+def test_tiff_files_are_closed_once_read_written_or_refused(tmp_path, monkeypatch):
+    """No TiffFile stays open after the reader returns (launch holds the lazy array until it
+    writes the store), after writing, or after a TIFF is refused."""
+    opened = []
+
+    class Recording(tifffile.TiffFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    rgb = np.random.default_rng(4).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "tiled.tif", rgb, tile=(16, 16), compression="zlib")
+    tifffile.imwrite(tmp_path / "plain.tif", rgb[..., 0])
+    tifffile.imwrite(tmp_path / "hyper.tif", np.zeros((2, 3, 8, 8), np.uint8), photometric="minisblack")
+    monkeypatch.setattr(tifffile, "TiffFile", Recording)
+    for name in ("tiled", "plain"):
+        data, spec = ing.load_source(tmp_path / f"{name}.tif", 8)
+        assert opened and all(t.filehandle.closed for t in opened), name
+        ing.write_signal(data, spec, tmp_path / f"{name}.zarr", progress=False)
+        assert all(t.filehandle.closed for t in opened), name
+        stored, _ = open_signal(tmp_path / f"{name}.zarr")
+        assert np.array_equal(stored[...], rgb if name == "tiled" else rgb[..., :1])
+    count = len(opened)
+    with pytest.raises(UserError, match="not supported"):
+        ing.ingest(tmp_path / "hyper.tif", tmp_path / "hyper.zarr")
+    assert len(opened) > count and all(t.filehandle.closed for t in opened)
 
 
 def test_zarr_input_becomes_a_volume(tmp_path):

@@ -9,8 +9,10 @@ from scipy.io import wavfile
 
 from nint_dist import launch, metrics
 from nint_dist.ingest import ingest, main
-from nint_dist.signal import open_signal
+from nint_dist.outputs import export_reconstruction
+from nint_dist.signal import SignalSpec, open_signal
 from nint_dist.sources import audio, mesh
+from nint_dist.sources.images import IMAGE_DOMAIN
 from tests.conftest import make_audio, torus_mesh, write_obj
 
 CUBE_V = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
@@ -99,6 +101,30 @@ def test_modality_metrics_on_hand_made_cases():
     assert metrics.chamfer_distance(square, square) == 0.0
     assert metrics.chamfer_distance(square, square + [0, 0.25]) == pytest.approx(0.25)
     assert metrics.chamfer_distance(square[:1], square) == pytest.approx(0.5 * (0 + (0 + 1 + 1 + 2**0.5) / 4))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_png_export_maps_the_whole_value_range_onto_0_to_255(tmp_path, channels):
+    """A float16 reconstruction in value_range (-1, 1): -1 ↦ 0, 1 ↦ 255, 0 ↦ 127.5 rounded half
+    to even (128), outside the range clipped; an int16 one in its full range likewise."""
+    import zarr
+    from PIL import Image
+
+    cases = [
+        ("float16", (-1.0, 1.0), [-1.0, -0.5, 0.0, 0.5, 1.0, 2.0, -3.0], [0, 64, 128, 191, 255, 255, 0]),
+        ("int16", (-32768.0, 32767.0), [-32768, -16384, 0, 32767], [0, 64, 128, 255]),
+    ]
+    for dtype, value_range, stored, expected in cases:
+        values = np.repeat(np.array(stored, dtype=dtype)[None, :, None], channels, axis=-1)
+        spec = SignalSpec((1, len(stored)), channels, value_range, IMAGE_DOMAIN, 1, "image")
+        recon = tmp_path / f"{dtype}_{channels}.zarr"
+        zarr.create_array(store=str(recon), shape=values.shape, dtype=dtype)[...] = values
+        run_dir = tmp_path / f"run_{dtype}_{channels}"
+        run_dir.mkdir()
+        assert export_reconstruction(spec, recon, run_dir) == {}
+        png = np.asarray(Image.open(run_dir / "reconstruction.png"))
+        assert png.dtype == np.uint8
+        assert png.reshape(1, len(stored), channels).tolist() == [[[e] * channels for e in expected]]
 
 
 def test_audio_through_launch(tmp_path):

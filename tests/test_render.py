@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import zarr
+from PIL import Image
 
 from nint_dist import launch, render
 
@@ -30,7 +31,8 @@ def test_scale_one_reproduces_the_reconstruction(run_dir, tmp_path):
     assert render.main([str(run_dir), str(tmp_path / "a.zarr")]) == 0
     expected = zarr.open_array(str(run_dir / "reconstruction.zarr"))[...]
     assert np.array_equal(zarr.open_array(str(tmp_path / "a.zarr"))[...], expected)
-    assert (tmp_path / "a.png").exists()
+    png = np.asarray(Image.open(tmp_path / "a.png"))  # the export's PNG writer, the same pixels
+    assert np.array_equal(png, np.asarray(Image.open(run_dir / "reconstruction.png")))
 
 
 def test_the_model_is_loaded_once_for_all_bands(run_dir, tmp_path, monkeypatch):

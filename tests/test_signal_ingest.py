@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nint_dist.ingest import ingest, main
+from nint_dist.ingest import image_signal, ingest, main
 from nint_dist.signal import SignalSpec, flat_to_coords, open_signal, shard_rows, shard_starts
 
 
@@ -45,6 +45,9 @@ def test_ingest_image_round_trip(tmp_path, mode, channels):
     assert s.value_range == (0.0, 255.0) and s.domain == ((-1.0, 1.0), (-1.0, 1.0))
     assert array.metadata.zarr_format == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    in_memory, same = image_signal(src)  # the benchmarks' in-memory path reads it alike
+    assert isinstance(in_memory, np.ndarray) and np.array_equal(in_memory, pixels)
+    assert (same.grid, same.channels, same.value_range) == (s.grid, channels, s.value_range)
 
 
 def test_ingest_refuses_bad_input_without_writing(tmp_path, capsys):

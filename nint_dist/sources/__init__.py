@@ -14,7 +14,9 @@ from nint_dist.errors import UserError
 
 @dataclass
 class Source:
-    """A lazily read signal and what ingestion must record about it."""
+    """A lazily read signal and what ingestion must record about it. It holds no open file, so
+    there is nothing to close: a reader closes what it opened before it returns (also on an
+    error), and the data reads through memory maps or by opening the file per read."""
 
     data: object
     """dask array (*grid, C)."""
@@ -28,8 +30,15 @@ class Source:
     """Things the user should know (e.g. how a mesh hole was handled); printed by the CLI."""
     attrs: dict = field(default_factory=dict)
     """Extra attributes to store (e.g. the mesh's normalisation)."""
-    close: Callable[[], None] | None = None
-    """Releases open files once writing is done."""
+
+
+BLOCK_BYTES = 1 << 24
+"""About this many bytes of input per dask block: what one writer thread reads at a time."""
+
+
+def block_rows(row_bytes: int) -> int:
+    """Rows of the first axis per dask block, for rows of ``row_bytes`` each (at least one)."""
+    return max(1, BLOCK_BYTES // max(row_bytes, 1))
 
 
 def integer_range(dtype) -> tuple[float, float] | None:

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from nint_dist.errors import UserError
-from nint_dist.sources import Source, integer_range
+from nint_dist.sources import Source, block_rows, integer_range
 
 KINDS = ("image", "audio", "volume")
-TARGET_BLOCK_BYTES = 1 << 24
 
 
 def read_npy(path: Path, kind: str | None) -> Source:
@@ -24,8 +23,8 @@ def read_npy(path: Path, kind: str | None) -> Source:
         raise UserError(f"{path} is not a readable .npy array ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, np.ndarray) or raw.dtype.fields is not None or raw.dtype == object:
         raise UserError(f"{path}: expected a plain numeric array, found dtype {raw.dtype}")
-    row_bytes = max(raw[0].nbytes, 1) if raw.ndim and raw.shape[0] else 1
-    data = da.from_array(raw, chunks=(max(1, TARGET_BLOCK_BYTES // row_bytes), *raw.shape[1:]))
+    row_bytes = raw[0].nbytes if raw.ndim and raw.shape[0] else 1
+    data = da.from_array(raw, chunks=(block_rows(row_bytes), *raw.shape[1:]))
     return as_signal(path, data, kind)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nint_dist.errors import UserError
-from nint_dist.sources import Source, integer_range
+from nint_dist.sources import Source, block_rows, integer_range
 
 PCM, IEEE_FLOAT, EXTENSIBLE = 1, 3, 0xFFFE
 AUDIO_DOMAIN = ((-1.0, 1.0),)
@@ -70,7 +70,7 @@ def read_wav(path: Path) -> Source:
 
     dtype, channels, rate, offset, frames = wav_layout(path)
     raw = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(frames, channels))
-    data = da.from_array(raw, chunks=(max(1, (1 << 24) // raw[0].nbytes), channels))
+    data = da.from_array(raw, chunks=(block_rows(raw[0].nbytes), channels))
     return Source(data, "audio", AUDIO_DOMAIN, integer_range(dtype), attrs={"sample_rate": rate})
 
 

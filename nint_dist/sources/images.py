@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nint_dist.errors import UserError
-from nint_dist.sources import Source, integer_range
+from nint_dist.sources import Source, block_rows, integer_range
 
 IMAGE_DOMAIN = ((-1.0, 1.0), (-1.0, 1.0))
 
@@ -44,7 +44,7 @@ def read_picture(path: Path) -> Source:
     if integer_range(array.dtype) is None:
         raise UserError(f"{path}: unsupported pixel type {array.dtype}")
     return Source(
-        da.from_array(array, chunks=(max(1, (1 << 24) // array[0].nbytes), -1, -1)),
+        da.from_array(array, chunks=(block_rows(array[0].nbytes), -1, -1)),
         "image",
         IMAGE_DOMAIN,
         _pixel_range(array.dtype),
@@ -52,39 +52,83 @@ def read_picture(path: Path) -> Source:
 
 
 def _pixel_range(dtype) -> tuple[float, float] | None:
-    return (0.0, float(np.iinfo(dtype).max)) if np.issubdtype(dtype, np.unsignedinteger) else None
+    """Unsigned pixels: 0..max onto [0, 1]; other types: None (measured while writing)."""
+    return integer_range(dtype) if np.issubdtype(dtype, np.unsignedinteger) else None
 
 
 def read_tiff(path: Path) -> Source:
-    """The first series of a TIFF as (H, W, C); (Z, H, W) stacks are volumes."""
+    """The first series of a TIFF as (H, W, C); (Z, H, W) stacks are volumes. The file is closed
+    before this returns (also on an error): the samples are read later, memory-mapped or through
+    ``TiffRegions``, which opens the file for each read."""
     import dask.array as da
     import tifffile
-    import zarr
 
     try:
         tif = tifffile.TiffFile(path)
     except Exception as e:  # tifffile reports damage with many exception types
         raise UserError(f"{path} is not a readable TIFF ({str(e).splitlines()[0]})") from None
-    try:
-        series = tif.series[0]
-        _check_not_truncated(path, tif)
-        shape, axes = tuple(series.shape), series.axes
-        offset = series.dataoffset
-        if offset is not None:  # contiguous and uncompressed: map it
-            dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
-            raw = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-            data = da.from_array(raw, chunks=(max(1, (1 << 24) // max(raw[0].nbytes, 1)), *shape[1:]))
-        else:
-            data = da.from_zarr(zarr.open_array(series.aszarr(), mode="r"))
-    except UserError:
-        tif.close()
-        raise
-    except Exception as e:  # tifffile reports damage with many exception types
-        tif.close()
-        raise UserError(f"{path} is not a readable TIFF ({str(e).splitlines()[0]})") from None
+    with tif:
+        try:
+            series = tif.series[0]
+            _check_not_truncated(path, tif)
+            shape, axes, dtype = tuple(series.shape), series.axes, np.dtype(series.dtype)
+            offset = series.dataoffset
+            stored = dtype.newbyteorder(tif.byteorder)
+            tile = None if offset is not None else _tile_shape(series)
+        except UserError:
+            raise
+        except Exception as e:  # tifffile reports damage with many exception types
+            raise UserError(f"{path} is not a readable TIFF ({str(e).splitlines()[0]})") from None
+    if offset is not None:  # contiguous and uncompressed: map it
+        raw = np.memmap(path, dtype=stored, mode="r", offset=offset, shape=shape)
+        data = da.from_array(raw, chunks=(block_rows(raw[0].nbytes), *shape[1:]))
+    else:  # compressed, tiled or in strips: whole rows of tiles per block
+        row_axis = 1 if axes in ("SYX", "CYX") else 0
+        data = da.from_array(
+            TiffRegions(path, shape, dtype),
+            chunks=_row_blocks(shape, dtype.itemsize, tile, row_axis),
+            meta=np.empty((0,) * len(shape), dtype),
+        )
     data, kind, domain = _arrange_axes(path, data, axes)
-    value_range = _pixel_range(series.dtype) if kind == "image" else integer_range(series.dtype)
-    return Source(data, kind, domain, value_range, close=tif.close)
+    value_range = _pixel_range(dtype) if kind == "image" else integer_range(dtype)
+    return Source(data, kind, domain, value_range)
+
+
+class TiffRegions:
+    """The first series of a TIFF file as an array dask can read from: each read opens the file,
+    decodes the region through tifffile's zarr view and closes the file again, so no handle
+    stays open between reads, after ingestion or after an error, and reading threads do not
+    share one."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.shape, self.dtype = Path(path), shape, np.dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        import tifffile
+        import zarr
+
+        with tifffile.TiffFile(self.path) as tif, tif.series[0].aszarr() as store:
+            return np.asarray(zarr.open_array(store, mode="r")[key])
+
+
+def _tile_shape(series) -> tuple[int, ...]:
+    """The shape of the series' tiles or strips (what tifffile's zarr view reads as one piece)."""
+    import zarr
+
+    with series.aszarr() as store:
+        return tuple(zarr.open_array(store, mode="r").chunks)
+
+
+def _row_blocks(shape: tuple[int, ...], itemsize: int, tile: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    """Dask's blocks (its ``chunks``): about ``BLOCK_BYTES`` of whole tile rows along ``axis``,
+    the axes after it whole, the ones before it (planar samples) a tile at a time."""
+    row_bytes = itemsize * int(np.prod(shape)) // max(shape[axis], 1)
+    rows = max(tile[axis], block_rows(row_bytes) // tile[axis] * tile[axis])
+    return tuple(tile[a] if a < axis else rows if a == axis else shape[a] for a in range(len(shape)))
 
 
 def _check_not_truncated(path: Path, tif) -> None:

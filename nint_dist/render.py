@@ -116,13 +116,15 @@ def render_rows(run: FittedRun, out: str, region, shape, row_lo: int, row_hi: in
     device). Returns the number of points written."""
     import zarr
 
+    from nint_dist.scoring import predict
+
     device = next(run.model.parameters()).device
     chunk = chunk or run.cfg.sampler.chunk_on(device.type)
     axes = axis_coordinates(run.spec, region, shape)
     grids = torch.meshgrid(axes[0][row_lo:row_hi], *axes[1:], indexing="ij")
     coords = torch.stack([g.reshape(-1) for g in grids], dim=-1).to(device, run.dtype)
     with torch.no_grad():
-        values = torch.cat([run.model(coords[i : i + chunk]) for i in range(0, coords.shape[0], chunk)])
+        values = predict(run.model, lambda lo, hi: coords[lo:hi], coords.shape[0], chunk)
     block = from_unit(values.double().cpu().numpy(), run.spec, run.stored_dtype)
     target = zarr.open_array(out, mode="r+")
     target[row_lo:row_hi] = block.reshape(row_hi - row_lo, *shape[1:], run.spec.channels)
@@ -162,7 +164,7 @@ def render(
     from tqdm import tqdm
 
     from nint_dist.ingest import default_chunk_rows
-    from nint_dist.outputs import PNG_MAX_PIXELS, write_pyramid
+    from nint_dist.outputs import PNG_MAX_PIXELS, write_png, write_pyramid
 
     if out.exists():
         raise UserError(f"output {out} already exists; remove it or choose another path")
@@ -229,13 +231,8 @@ def render(
             written.append(out.with_name(out.stem + ".ome.zarr"))
             write_pyramid(recon, written[-1])
         else:
-            from PIL import Image
-
-            image = np.asarray(recon[...])
-            if image.dtype != np.uint8:
-                image = (image.astype(np.float64) / spec.value_range[1] * 255).round().astype(np.uint8)
             written.append(out.with_suffix(".png"))
-            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(written[-1])
+            write_png(written[-1], np.asarray(recon[...]), out_spec)
     return dims, spec, written
 
 

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 NEED := 3.11
 VERSION_CHECK := import sys; sys.exit(sys.version_info < (3, 11))
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m ruff check nint_dist tests benchmarks
 	$(BIN)/python -m pytest -q tests
+
+# The tests that start no Ray instance or cluster (the `slow` marker, pyproject.toml).
+test-fast: setup
+	$(BIN)/python -m ruff check nint_dist tests benchmarks
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: setup
 	$(BIN)/python -m ruff check nint_dist tests benchmarks

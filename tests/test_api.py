@@ -9,7 +9,7 @@ import zarr
 
 import nint_dist
 from nint_dist.api import override_list
-from tests.conftest import REPO, SAMPLE
+from tests.helpers import REPO, SAMPLE
 
 TINY = {"model": {"layers": 3, "width": 16}, "train": {"steps": 6, "lr": 1e-3}, "log": {"every": 3}}
 

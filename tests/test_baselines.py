@@ -5,7 +5,6 @@ workers against one process."""
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from nint_dist.samplers.int_sampler import ErrorTopK
 from nint_dist.samplers.soft import positions_to_flat, soft_weights
 from nint_dist.shard import ShardContext, load_shard
 from nint_dist.signal import open_signal
+from tests.helpers import free_port, launch_fit
 
 # ---------------------------------------------------------------- a one-process context by hand
 
@@ -316,12 +316,6 @@ def _selections(ctx: ShardContext) -> dict:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank, world, port, signal, folder):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -341,7 +335,7 @@ def test_every_baseline_is_registered():
 @pytest.mark.parametrize("world", [3])  # 3 workers of 2, 2 and 2 chunk rows: halos cross two shards
 def test_baseline_selections_do_not_depend_on_the_worker_count(world, single, tiny_signal_module, tmp_path):
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [
         ctx.Process(target=_worker, args=(r, world, port, tiny_signal_module, str(tmp_path)))
         for r in range(world)
@@ -379,15 +373,8 @@ def _context_rows(signal, rank, world):
 
 
 def _fit_soft(signal: Path, run_dir: Path, workers: int) -> torch.Tensor:
-    from nint_dist import launch
-
     backend = "ray" if workers > 1 else "local"
-    argv = [
-        "configs/quickstart.yaml",
-        f"data.path={signal}",
-        f"run.dir={run_dir}",
-        f"train.workers={workers}",
-    ]
+    argv = [f"train.workers={workers}"]
     argv += [
         "sampler.name=soft",
         "sampler.soft_warmup=2",
@@ -402,7 +389,7 @@ def _fit_soft(signal: Path, run_dir: Path, workers: int) -> torch.Tensor:
         "log.progress=false",
         "log.tensorboard=false",
     ]
-    assert launch.main([*argv, f"run.backend={backend}"]) == 0
+    assert launch_fit(signal, run_dir, *argv, f"run.backend={backend}") == 0
     final = json.loads((run_dir / "final.json").read_text())
     return torch.tensor([final["mse"], final["loss"]], dtype=torch.float64)
 

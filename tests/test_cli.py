@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from nint_dist import launch
-from tests.conftest import DATA, REPO, make_tiny_signal
+from tests.helpers import DATA, REPO, free_port, make_tiny_signal
 
 
 def run_cli(*args, cwd=REPO):
@@ -81,18 +81,10 @@ def test_quickstart_fit_on_a_photograph(ray_session, tmp_path):
     assert checkpoint.latest(run_dir) == run_dir / "checkpoints" / "step_000300"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path):
     import os
 
-    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{_free_port()}"}
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{free_port()}"}
     result = subprocess.run(
         [sys.executable, "-m", "nint_dist.launch", "configs/quickstart.yaml", f"run.dir={tmp_path / 'run'}"],
         cwd=REPO,

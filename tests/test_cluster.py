@@ -8,7 +8,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,15 +21,9 @@ import pytest
 import yaml
 
 from nint_dist import checkpoint
-from tests.conftest import REPO, SAMPLE, small_image
+from tests.helpers import REPO, SAMPLE, free_port, make_tiny_signal, small_image
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def client_env(**extra: str) -> dict[str, str]:
@@ -118,6 +111,7 @@ def ray_head():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_client_without_the_token_is_refused(ray_head):
     """`ray start` with token auth refuses clients that do not run with RAY_AUTH_MODE=token,
     even when they can read the token file: the README's first cluster note."""
@@ -132,6 +126,7 @@ def test_a_client_without_the_token_is_refused(ray_head):
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
 
 
+@pytest.mark.slow
 def test_ray_job_submit_runs_a_fit_from_shared_storage(ray_head, tmp_path):
     """Ingest to storage every node can read, submit with jobs/submit.sh, check the run's outputs."""
     import zarr
@@ -171,12 +166,11 @@ def test_ray_job_submit_runs_a_fit_from_shared_storage(ray_head, tmp_path):
     assert abs(psnr - final["psnr"]) < 0.1
 
 
+@pytest.mark.slow
 def test_a_job_keeps_its_results_in_a_file_uri_run_dir_and_refuses_a_relative_one(ray_head, tmp_path):
     """Under RAY_ADDRESS the run directory must be where the user can find it: a ``file://``
     URI (a "remote" path every node reaches) holds the run; a relative run.dir, which would land
     in the job's temporary working directory, is one line and no run."""
-    from tests.conftest import make_tiny_signal
-
     signal_path = make_tiny_signal(tmp_path)
     run_dir = tmp_path / "remote" / "run"
     common = [f"data.path={signal_path}", "train.steps=4", "train.workers=2", "log.every=2",
@@ -198,6 +192,7 @@ def test_a_job_keeps_its_results_in_a_file_uri_run_dir_and_refuses_a_relative_on
     assert refused.returncode != 0 and "error: run.dir=runs/relative is relative" in log, log[-4000:]
 
 
+@pytest.mark.slow
 def test_submit_without_the_token_mode_is_one_line(ray_head):
     env = client_env(RAY_ADDRESS=ray_head.dashboard, RAY_AUTH_TOKEN_PATH=str(ray_head.token_path))
     done = subprocess.run(
@@ -209,6 +204,7 @@ def test_submit_without_the_token_mode_is_one_line(ray_head):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_submit_exits_with_the_jobs_own_status(ray_head, tmp_path):
     """A driver that exits 2 (a mistake in the command) makes jobs/submit.sh exit 2, not 1."""
     done = subprocess.run(

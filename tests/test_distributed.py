@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nint_dist import launch
-from tests.conftest import checkpoint_params
+from tests.helpers import checkpoint_params, launch_fit
 
 COMMON = [
     "model.layers=3",
@@ -26,17 +25,7 @@ COMMON = [
 
 
 def fit(signal: Path, run_dir: Path, workers: int, dtype: str, *extra: str) -> Path:
-    code = launch.main(
-        [
-            "configs/quickstart.yaml",
-            f"data.path={signal}",
-            f"run.dir={run_dir}",
-            f"train.workers={workers}",
-            f"train.dtype={dtype}",
-            *COMMON,
-            *extra,
-        ]
-    )
+    code = launch_fit(signal, run_dir, f"train.workers={workers}", f"train.dtype={dtype}", *COMMON, *extra)
     assert code == 0
     return run_dir
 

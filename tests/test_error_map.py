@@ -21,7 +21,7 @@ from nint_dist.samplers.error_map import (
 from nint_dist.selection import balanced_bounds
 from nint_dist.signal import flat_to_coords, to_unit
 from nint_dist.worker import Runtime, Trainer
-from tests.conftest import make_tiny_signal
+from tests.helpers import make_tiny_signal
 from tests.test_baselines import HandContext
 
 GRID, SIDES = (5, 7), (3, 3)  # 2 × 3 tiles; the last row and column of tiles are cut short

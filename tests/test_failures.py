@@ -9,15 +9,13 @@ import torch
 
 from nint_dist import checkpoint, launch
 from nint_dist.errors import RunFailed, UserError, run_cli
-from tests.conftest import EXACT_FIT
+from tests.helpers import EXACT_FIT, free_port, launch_fit, make_tiny_signal
 
 SETTINGS = [*EXACT_FIT, "log.progress=false", "log.tensorboard=false"]
 
 
 def fit(signal: Path, run_dir: Path, *extra: str) -> int:
-    return launch.main(
-        ["configs/quickstart.yaml", f"data.path={signal}", f"run.dir={run_dir}", *SETTINGS, *extra]
-    )
+    return launch_fit(signal, run_dir, *SETTINGS, *extra)
 
 
 def one_error_line(capsys) -> str:
@@ -77,15 +75,11 @@ def _nan_topk(rank: int, world: int, port: int, signal: str, folder: str) -> Non
 def test_nan_scores_select_the_same_coordinates_on_one_and_three_workers(tiny_signal, tmp_path):
     """The merge pads each worker's list to k with (−inf, padding index); NaN scores rank as −inf,
     and the padding must sort after every real index so that it is never picked."""
-    import socket
-
     import torch.multiprocessing as mp
 
     _nan_topk(0, 1, 0, str(tiny_signal), str(tmp_path))
     single = torch.load(tmp_path / "rank0.pt")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ctx = mp.get_context("spawn")
     procs = [
         ctx.Process(target=_nan_topk, args=(r, 3, port, str(tiny_signal), str(tmp_path))) for r in range(3)
@@ -303,8 +297,6 @@ def test_a_worker_that_hangs_in_a_collective_fails_the_run_naming_it(
 def test_a_cluster_short_of_gpus_is_waited_for_until_the_deadline(ray_session, tmp_path, capsys, monkeypatch):
     """RAY_ADDRESS names a running cluster (this test's own, without GPUs): the launch waits
     run.wait_for_workers_s for GPUs to join, then one line, exit 2, nothing written."""
-    from tests.conftest import make_tiny_signal
-
     signal_path = make_tiny_signal(tmp_path)
     monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
     args = ["train.device=cuda", "train.workers=2", "run.wait_for_workers_s=1"]

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from nint_dist import launch
-from tests.conftest import EXACT_FIT, checkpoint_params
+from tests.helpers import EXACT_FIT, checkpoint_params, launch_fit, make_tiny_signal
 
 SETTINGS = [
     *EXACT_FIT,
@@ -23,9 +22,7 @@ SETTINGS = [
 
 
 def fit(signal: Path, run_dir: Path, *extra: str) -> int:
-    return launch.main(
-        ["configs/quickstart.yaml", f"data.path={signal}", f"run.dir={run_dir}", *SETTINGS, *extra]
-    )
+    return launch_fit(signal, run_dir, *SETTINGS, *extra)
 
 
 def test_worker_killed_mid_run_is_restarted_and_replays_exactly(ray_session, tiny_signal, tmp_path):
@@ -65,8 +62,6 @@ def test_corrupt_chunk_stops_the_run_naming_the_chunk(ray_session, tiny_signal, 
 
 
 def test_eight_workers_on_two_cores_make_the_one_worker_selection(ray_session, tmp_path):
-    from tests.conftest import make_tiny_signal
-
     signal_path = make_tiny_signal(tmp_path, rows=32, cols=12, chunk_rows=4)  # 8 chunk rows
     common = ["train.steps=5", "log.save_selection=true"]
     assert fit(signal_path, tmp_path / "one", *common, "run.backend=local", "train.workers=1") == 0

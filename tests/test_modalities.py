@@ -13,7 +13,7 @@ from nint_dist.outputs import export_reconstruction
 from nint_dist.signal import SignalSpec, open_signal
 from nint_dist.sources import audio, mesh
 from nint_dist.sources.images import IMAGE_DOMAIN
-from tests.conftest import make_audio, torus_mesh, write_obj
+from tests.helpers import make_audio, torus_mesh, write_obj
 
 CUBE_V = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
 CUBE_F = np.array(

@@ -13,7 +13,7 @@ import yaml
 from nint_dist import __version__, launch
 from nint_dist.config import Config, load_config
 from nint_dist.errors import UserError
-from tests.conftest import REPO, make_tiny_signal
+from tests.helpers import REPO, make_tiny_signal
 
 
 def nint(*args):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from nint_dist import checkpoint, launch
-from tests.conftest import EXACT_FIT, checkpoint_params
+from nint_dist import checkpoint
+from tests.helpers import EXACT_FIT, checkpoint_params, launch_fit
 
 COMMON = [
     *EXACT_FIT,
@@ -23,16 +23,7 @@ COMMON = [
 
 
 def fit(signal: Path, run_dir: Path, steps: int, *extra: str) -> int:
-    return launch.main(
-        [
-            "configs/quickstart.yaml",
-            f"data.path={signal}",
-            f"run.dir={run_dir}",
-            f"train.steps={steps}",
-            *COMMON,
-            *extra,
-        ]
-    )
+    return launch_fit(signal, run_dir, f"train.steps={steps}", *COMMON, *extra)
 
 
 @pytest.fixture(scope="module")

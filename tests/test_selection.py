@@ -2,7 +2,6 @@
 gradient against the single-process gradient in a real gloo DDP group."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch.multiprocessing as mp
 
 from nint_dist import selection
 from nint_dist.models.siren import Siren
+from tests.helpers import free_port
 
 
 def brute_topk(scores, indices, k):
@@ -101,12 +101,6 @@ def test_balanced_bounds_cover_in_near_equal_parts():
             assert max(sizes) - min(sizes) <= 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_gradient(rank, world, port, coords, targets, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -134,7 +128,7 @@ def test_balanced_split_gradient_equals_single_process_gradient(world):
 
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    port = _free_port()
+    port = free_port()
     procs = [
         ctx.Process(target=_ddp_gradient, args=(r, world, port, coords, targets, queue)) for r in range(world)
     ]

@@ -16,15 +16,13 @@ import pytest
 
 from nint_dist import checkpoint, launch, metrics
 from nint_dist.lr_schedule import lr_at
-from tests.conftest import EXACT_FIT, REPO, checkpoint_params
+from tests.helpers import EXACT_FIT, REPO, checkpoint_params, launch_fit
 
 LOCAL = ["run.backend=local", "train.workers=1", "log.progress=false", "log.tensorboard=false"]
 
 
 def fit(signal_path: Path, run_dir: Path | str, *extra: str) -> int:
-    return launch.main(
-        ["configs/quickstart.yaml", f"data.path={signal_path}", f"run.dir={run_dir}", *LOCAL, *extra]
-    )
+    return launch_fit(signal_path, run_dir, *LOCAL, *extra)
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -151,6 +149,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_exactly(tiny_signal, tmp
     assert [r["step"] for r in rows(run_dir)] == list(range(1, total + 1))
 
 
+@pytest.mark.slow  # the launched process starts its own Ray instance
 def test_ctrl_c_on_ray_keeps_a_checkpoint(tiny_signal, tmp_path):
     """The driver keeps SIGINT from Ray Train (which would abort without a checkpoint): the
     workers checkpoint at their next log step and the run ends resumable."""

@@ -14,7 +14,7 @@ from nint_dist import checkpoint, launch
 from nint_dist.config import load_config
 from nint_dist.errors import UserError
 from nint_dist.plan import RunPlan, read_run_files
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SMALL = ["run.backend=local", "model.layers=2", "model.width=8", "log.every=2", "train.checkpoint_every=2"]
 SMALL += ["log.progress=false", "log.tensorboard=false"]

@@ -63,8 +63,7 @@ def test_plan_json_holds_the_split_the_dry_run_prints(runs, tiny_signal_module, 
     assert plan["signal"] == plan["source"] == str(tiny_signal_module.resolve()) and plan["backend"] == "ray"
     assert json.loads((whole / "plan.json").read_text())["rows"] == plan["rows"]
     assert yaml.safe_load((resumed / "config.yaml").read_text())["run"]["backend"] == "auto"
-    dry = [f"data.path={tiny_signal_module}", f"run.dir={tmp_path / 'dry'}", *COMMON, "--dry-run"]
-    assert launch.main(["configs/quickstart.yaml", *dry]) == 0
+    assert launch_fit(tiny_signal_module, tmp_path / "dry", *COMMON, "--dry-run") == 0
     assert "rows 0:12, 12:24 (whole chunks" in capsys.readouterr().out
 
 

@@ -111,13 +111,13 @@ def _read_previous_version(run_dir: Path, overrides: list[str]) -> tuple[Config,
         stripped = Path(folder) / CONFIG_FILE
         stripped.write_text(yaml.safe_dump(values))
         cfg = load_config(stripped, overrides)
-    plan = RunPlan(
-        run_dir=str(run_dir.resolve()),
+    plan = RunPlan(  # what that version resolved into its config (the overrides aside)
+        run_dir=str(Path(values["run"]["dir"]).resolve()),
         signal=values["data"]["path"],
         source=source,
-        workers=int(values["train"]["workers"]),
-        backend=values["run"]["backend"],
-        device="cpu",
+        workers=int(values["train"].get("workers") or 1),
+        backend=values["run"].get("backend", "ray"),
+        device="cpu",  # not recorded by that version
         rows=(),
     )
-    return cfg, plan
+    return cfg, moved_to(plan, run_dir)

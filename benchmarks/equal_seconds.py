@@ -10,7 +10,8 @@ On a shared machine the clock is the noisy part: the PSNR curves repeat exactly 
 ``--repeats`` times, the repeats interleaved (round r runs every variant once before round r + 1
 starts), and each evaluation's time is the median over the repeats.
 
-    python benchmarks/equal_seconds.py nint nint:sampler.pool_factor=2 --data DATA --repeats 3 --out eqsec
+    python benchmarks/equal_seconds.py nint nint:sampler.nint.pool_factor=2 --data DATA --repeats 3 \
+        --out eqsec
 
 A variant is ``STRATEGY[:KEY=VALUE,KEY=VALUE...]``. Writes ``equal_seconds.json`` and prints a
 markdown table.
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "variants", nargs="+", help="STRATEGY[:KEY=VALUE,...], e.g. nint:sampler.pool_factor=2"
+        "variants", nargs="+", help="STRATEGY[:KEY=VALUE,...], e.g. nint:sampler.nint.pool_factor=2"
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-steps", type=int, default=1000, help="uniform sampling's steps")

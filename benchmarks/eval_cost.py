@@ -21,8 +21,8 @@ HASH = [
     "model.name=hashgrid",
     "model.layers=3",
     "model.width=64",
-    "model.hash_levels=16",
-    "model.hash_log2_size=19",
+    "model.hashgrid.levels=16",
+    "model.hashgrid.log2_size=19",
     "train.lr=1e-2",
     "sampler.name=uniform",
     "sampler.ratio=0.01",
@@ -62,7 +62,7 @@ def main() -> None:
     overrides = [
         f"data.path={store}",
         f"run.dir={run_dir}",
-        f"model.hash_max_resolution={args.long_side}",
+        f"model.hashgrid.max_resolution={args.long_side}",
         *HASH,
     ]
     trainer = Trainer(load_config(None, overrides), Runtime(0, 1, torch.device("cpu")))

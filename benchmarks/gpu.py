@@ -46,10 +46,11 @@ HASH = [
     "model.name=hashgrid",
     "model.layers=3",
     "model.width=64",
-    "model.hash_levels=16",
-    "model.hash_features=2",
+    "model.hashgrid.levels=16",
+    "model.hashgrid.features=2",
     "train.lr=1e-2",
-    "sampler.chunk=262144",
+    "sampler.pass_size=262144",
+    "log.eval_pass_size=262144",
     "train.steps=100000000",
 ]
 BATCH = 2**18
@@ -245,12 +246,12 @@ def hash_settings(bench: Bench, signal: Path, seconds: float) -> list[str]:
     shape = zarr.open_array(str(signal), mode="r").shape[:-1]
     num_points = math.prod(shape)
     table = max(12, min(22, math.ceil(math.log2(num_points)) - 4))
-    extra = ["model.hash_backend=auto"] if device().type == "cuda" else []  # Triton where installed
+    extra = ["model.hashgrid.backend=auto"] if device().type == "cuda" else []  # Triton where installed
     return [
         *HASH,
         *extra,
-        f"model.hash_max_resolution={max(shape)}",
-        f"model.hash_log2_size={table}",
+        f"model.hashgrid.max_resolution={max(shape)}",
+        f"model.hashgrid.log2_size={table}",
         f"sampler.ratio={min(BATCH / num_points, 0.5)}",
         f"train.max_seconds={seconds}",
         *bench.hash_extra,
@@ -320,7 +321,7 @@ def main() -> None:
         maker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     bench = Bench(args.out, args.deadline_s)
     if args.smoke:
-        bench.hash_extra = ["model.hash_levels=4", "model.width=16"]
+        bench.hash_extra = ["model.hashgrid.levels=4", "model.width=16"]
     small = ingest(args.images / "01.png", args.out / "01.zarr")
     large = ingest(args.images / args.large, args.out / f"{Path(args.large).stem}.zarr")
     second = ingest(args.images / args.second, args.out / f"{Path(args.second).stem}.zarr")

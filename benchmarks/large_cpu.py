@@ -35,10 +35,10 @@ IMAGE_MODEL = [
     "model.name=hashgrid",
     "model.layers=3",
     "model.width=64",
-    "model.hash_levels=16",
-    "model.hash_features=2",
-    "model.hash_log2_size=19",
-    f"model.hash_max_resolution={IMAGE_SIDE}",
+    "model.hashgrid.levels=16",
+    "model.hashgrid.features=2",
+    "model.hashgrid.log2_size=19",
+    f"model.hashgrid.max_resolution={IMAGE_SIDE}",
     "train.lr=1e-2",
     "sampler.ratio=0.01",
 ]
@@ -46,7 +46,7 @@ AUDIO_MODEL = [
     "model.name=siren",
     "model.layers=5",
     "model.width=256",
-    "model.w0_initial=3000",
+    "model.siren.w0_initial=3000",
     "train.lr=1e-4",
     "sampler.ratio=0.2",
 ]

@@ -8,8 +8,8 @@ same selections); ``--jobs`` fits several images at once. A variant is
 dropped.
 
     python benchmarks/quality_bar.py DATA/images/kodak/*.png DATA/images/div2k/*.png \\
-        --variants nint-paper nint-paper:sampler.ntk_score=reference-code \\
-        nint-paper:sampler.ntk_share=0 uniform --out quality_bar.json
+        --variants nint-paper nint-paper:sampler.nint_paper.ntk_score=reference-code \\
+        nint-paper:sampler.nint_paper.ntk_share=0 uniform --out quality_bar.json
 """
 
 import argparse

@@ -64,7 +64,7 @@ def probe_step(store: str, run_dir: str, layers: int, width: int, chunk: int, st
     from nint_dist.worker import Runtime, Trainer
 
     overrides = [f"data.path={store}", f"run.dir={run_dir}", "run.backend=local", "log.tensorboard=false",
-                 f"model.layers={layers}", f"model.width={width}", f"sampler.chunk={chunk}",
+                 f"model.layers={layers}", f"model.width={width}", f"sampler.pass_size={chunk}",
                  f"train.steps={steps}", "sampler.name=nint-paper"]  # fmt: skip
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     trainer = Trainer(load_config(None, overrides), Runtime(0, 1, torch.device("cpu")))

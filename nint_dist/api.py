@@ -141,16 +141,17 @@ class INR:
         self.module.to(torch.device(device))
         return self
 
-    def _chunk(self) -> int:
-        return self.config.sampler.chunk_on(self.device.type)
+    def _pass_size(self) -> int:
+        return self.config.log.eval_pass_size_on(self.device.type)
 
     @torch.no_grad()
     def predict_unit(self, coords: torch.Tensor) -> torch.Tensor:
-        """Raw outputs (targets map [value_range] onto [0, 1]) for coordinates [N, D], chunk by chunk."""
+        """Raw outputs (targets map [value_range] onto [0, 1]) for coordinates [N, D], pass by pass
+        (``log.eval_pass_size`` coordinates each)."""
         from nint_dist.scoring import predict
 
         coords = coords.to(self.device, self.dtype)
-        return predict(self.module, lambda lo, hi: coords[lo:hi], coords.shape[0], self._chunk())
+        return predict(self.module, lambda lo, hi: coords[lo:hi], coords.shape[0], self._pass_size())
 
     def __call__(self, coords) -> np.ndarray:
         """Values [N, C] at coordinates [N, D] (NumPy or torch)."""

@@ -41,7 +41,8 @@ class Preset:
 
     signals: dict[str, tuple[str, int | None]]
     """label → (image path relative to ``--data`` or absolute, long side in pixels or None for as is)."""
-    strategies: list[str]
+    strategies: list[str] | None
+    """Sampler names; None: every sampler of the registry (nint_dist.samplers.SAMPLERS)."""
     seeds: list[int]
     overrides: list[str]
     at_steps: list[int]
@@ -54,12 +55,10 @@ class Preset:
     """torch threads for the runs (None: PyTorch's default)."""
 
 
-ALL_STRATEGIES = ["full", "uniform", "nint-paper", "nint", "int", "egra", "soft", "evos", "expansive"]
-
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         signals={"kodim05@48": (str(BUNDLED_SAMPLE), 48)},
-        strategies=ALL_STRATEGIES,
+        strategies=None,
         seeds=[42],
         overrides=["model.layers=3", "model.width=32", "train.lr=1e-3", "train.steps=40", "log.every=10"],
         at_steps=[20, 40],
@@ -71,7 +70,7 @@ PRESETS: dict[str, Preset] = {
             "div2k-01@128": ("images/div2k/01.png", 128),
             "kodim03@128": ("images/kodak/kodim03.png", 128),
         },
-        strategies=ALL_STRATEGIES,
+        strategies=None,
         seeds=[42, 43],
         overrides=[
             "model.layers=4",
@@ -93,7 +92,7 @@ PRESETS: dict[str, Preset] = {
             "div2k-01": ("images/div2k/01.png", None),
             "kodim01": ("images/kodak/kodim01.png", None),
         },
-        strategies=ALL_STRATEGIES,
+        strategies=None,
         seeds=[42],
         overrides=[
             "model.layers=6",
@@ -413,7 +412,7 @@ def bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    strategies = args.strategies or [s for s in preset.strategies if s in SAMPLERS]
+    strategies = args.strategies or [s for s in preset.strategies or SAMPLERS if s in SAMPLERS]
     unknown = [s for s in strategies if s not in SAMPLERS]
     if unknown:
         raise UserError(f"unknown strategy {unknown[0]!r}; registered: {', '.join(sorted(SAMPLERS))}")

@@ -38,19 +38,24 @@ OVERRIDE_HELP = (
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass (an attribute docstring)."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    """The docstring written under each field of a dataclass (an attribute docstring), its base
+    classes' included (a generated class, such as the sampler section, has no source of its own)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
     return docs
 
 
@@ -62,29 +67,35 @@ def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", str(annotation)).replace("NoneType", "None")
 
 
-def config_keys() -> list[tuple[str, str, object, str]]:
-    """Every config key: (dotted key, type, default, docstring), in the dataclasses' order."""
-    from nint_dist.config import Config
-
+def _keys_of(cls: type, prefix: str) -> list[tuple[str, str, object, str]]:
     keys = []
-    hints_of = typing.get_type_hints
-    for section in dataclasses.fields(Config):
-        cls = hints_of(Config)[section.name]
-        docs, hints = field_docs(cls), hints_of(cls)
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            keys.append(
-                (f"{section.name}.{f.name}", _type_name(hints[f.name]), default, docs.get(f.name, ""))
-            )
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):  # a sub-section: its keys, one level down
+            keys += _keys_of(type(default), f"{prefix}{f.name}.")
+        else:
+            keys.append((f"{prefix}{f.name}", _type_name(hints[f.name]), default, docs.get(f.name, "")))
     return keys
 
 
+def config_keys() -> list[tuple[str, str, object, str]]:
+    """Every config key: (dotted key, type, default, docstring), in the dataclasses' order, the
+    keys of sub-sections (``sampler.nint.pool_factor``) included."""
+    from nint_dist.config import Config
+
+    return _keys_of(Config, "")
+
+
 def help_config(prefix: str = "") -> str:
-    """The ``--help-config`` text: every key under ``prefix`` (all when empty)."""
+    """The ``--help-config`` text: the keys of a section or sub-section (``sampler``,
+    ``sampler.nint``), one key, or else every key that starts with ``prefix`` (all when empty)."""
+    keys = config_keys()
+    section = prefix.rstrip(".")
+    chosen = [k for k in keys if k[0] == section or k[0].startswith(f"{section}.")] if section else keys
+    chosen = chosen or [k for k in keys if k[0].startswith(prefix)]
     lines = []
-    for key, type_name, default, doc in config_keys():
-        if not key.startswith(prefix):
-            continue
+    for key, type_name, default, doc in chosen:
         shown = "null" if default is None else repr(default) if isinstance(default, str) else default
         lines.append(f"{key}: {type_name} = {shown}")
         lines += [f"    {line}" for line in doc.splitlines()]
@@ -111,7 +122,7 @@ def _size(num_bytes: float) -> str:
 def memory_estimate(cfg, spec, stored_itemsize: int, device_type: str, rows: tuple) -> dict[str, float]:
     """Rough bytes per worker: the largest of the plan's ``rows`` of the signal in the stored
     dtype, the parameters with their gradients and Adam's two moments, and the activations of one
-    training pass and one scoring chunk (inputs and outputs of every layer, kept for the backward
+    training pass and one scoring pass (inputs and outputs of every layer, kept for the backward
     or forward-mode pass)."""
     import torch
 
@@ -128,7 +139,7 @@ def memory_estimate(cfg, spec, stored_itemsize: int, device_type: str, rows: tup
         "signal shard": shard,
         "model, gradients, Adam": 4 * params * value_bytes,
         "training activations": 3 * batch * layer_width,
-        "scoring chunk": 4 * cfg.sampler.chunk_on(device_type) * layer_width,
+        "scoring pass": 4 * cfg.sampler.pass_size_on(device_type) * layer_width,
     }
 
 

@@ -3,8 +3,7 @@
 with one line that names the key."""
 
 import datetime
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from nint_dist.errors import UserError
+from nint_dist.models import MODELS
+from nint_dist.models import check_device as check_model_device
+from nint_dist.samplers import SAMPLERS, section_name
 from nint_dist.schedules import INTERVALS, RATIO_SCHEDULES
-
-NTK_SCORES = ("paper", "reference-code")
 
 
 class ConfigError(UserError):
@@ -51,140 +51,44 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelCommon:
+    """The keys every model shares; each model's own options are in ``model.<name>``."""
+
     name: str = "siren"
-    """One of the model registry's names: siren, ffn, hashgrid."""
+    """One of the model registry's names (nint_dist.models: siren, ffn, hashgrid, …); its options
+    are the keys under model.<name>."""
     layers: int = 6
     """Number of linear layers, the head included (the reference SIREN has 6: 5 sine + head)."""
     width: int = 256
     """Hidden width."""
-    w0: float = 30.0
-    """SIREN frequency of the hidden sine layers."""
-    w0_initial: float = 30.0
-    """SIREN frequency of the first sine layer."""
-    ff_features: int = 256
-    """Fourier-feature MLP: number of random frequencies."""
-    ff_scale: float = 10.0
-    """Fourier-feature MLP: standard deviation of the frequencies."""
-    hash_levels: int = 16
-    """Hash grid: number of resolution levels."""
-    hash_log2_size: int = 19
-    """Hash grid: log2 of the entries per level's table."""
-    hash_features: int = 2
-    """Hash grid: features per entry."""
-    hash_base_resolution: int = 16
-    """Hash grid: grid points per axis at the coarsest level."""
-    hash_max_resolution: int = 2048
-    """Hash grid: grid points per axis at the finest level (about the signal's largest side)."""
-    hash_backend: str = "torch"
-    """Hash grid encoding: torch (plain PyTorch), triton (fused kernels, CUDA; needs the triton
-    package) or auto (triton for CUDA tensors where it is installed, torch otherwise)."""
-    hash_dtype: str = "float32"
-    """Hash grid: precision table entries are read at; float16 halves the kernels' gather
-    traffic, while the parameter, its gradient and the optimizer state stay float32."""
 
     def __post_init__(self):
-        from nint_dist.models import MODELS
-
         if self.name not in MODELS:
             raise ValueError(f"model.name must be one of {sorted(MODELS)}, not {self.name!r}")
         if self.layers < 2 or self.width < 1:
             raise ValueError("model.layers must be at least 2 and model.width at least 1")
-        from nint_dist.models.hashgrid import check_options
-
-        check_options(self.hash_backend, self.hash_dtype)
 
 
 @dataclass
-class SamplerConfig:
+class SamplerCommon:
+    """The keys every sampler shares; each sampler's own options are in ``sampler.<name>``."""
+
     name: str = "nint"
-    """A sampler registry name: full, uniform, nint-paper, nint, int, egra, soft, evos, expansive,
-    error-map."""
+    """One of the sampler registry's names (nint_dist.samplers: nint, nint-paper, uniform, full,
+    int, egra, soft, evos, expansive, error-map, stratified, …); its options are the keys under
+    sampler.<name> (a dash becomes an underscore: sampler.nint_paper)."""
     ratio: float = 0.2
     """Fraction of all coordinates trained on per step (the start value of a schedule)."""
     ratio_schedule: str = "constant"
     """constant, linear or step (see nint_dist.schedules)."""
     interval: str = "dense"
     """When to re-select: dense, dense2, incremental or decremental."""
-    chunk: int | None = None
-    """Coordinates per chunk in every scoring and evaluation pass: bounds their memory. null:
-    65536 on GPUs, 4096 on CPUs, whose passes run faster in blocks that stay in cache."""
-    random_share: float = 0.7
-    """nint-paper: share of uniform random picks."""
-    ntk_share: float = 0.3
-    """nint-paper: initial NTK share before decay."""
-    ntk_decay: float = 1.0
-    """nint-paper: decay rate lambda of the NTK share."""
-    ntk_period: int = 10
-    """nint-paper: re-selections between NTK refreshes (alpha)."""
-    ntk_cutoff: float = 1e-3
-    """nint-paper: NTK scoring stops for good once the share falls below this."""
-    ntk_share_rule: str = "code"
-    """nint-paper: 'code' (the reference code's floor-division precedence) or 'paper'."""
-    ntk_score: str = "paper"
-    """nint-paper, nint: what the NTK share ranks. 'paper': ‖(J Jᵀ r)_i‖², the paper's rule;
-    'reference-code': ‖f(x_i)‖², what the authors' code computes (it keeps the primal output of
-    its JVP) and what produced the paper's tables."""
-    pool_factor: float = 3.0
-    """nint: residuals are ranked over a fresh uniform pool of about pool_factor·k coordinates per
-    re-selection (k = the batch size); 0 ranks all N, as nint-paper does."""
-    ntk_max_points: int = 1_000_000
-    """nint: signals with more coordinates than this skip the NTK share (the pool's residual
-    ranking only): there the NTK scores cost several training steps and help a few early ones."""
-    score_precision: str = "full"
-    """nint: precision of the residual ranking on GPUs (training keeps its own): 'full' (the
-    training dtype), 'tf32' (TensorFloat-32 matrix products) or 'half' (float16 autocast);
-    ignored on CPUs."""
-    tile_side: int = 0
-    """error-map: grid points per tile along each axis; 0 sizes tiles from the ratio so that a
-    uniform batch puts about map_samples_per_tile samples in each."""
-    map_samples_per_tile: float = 4.0
-    """error-map: samples per tile per step that the automatic tile size aims at."""
-    map_decay: float = 0.5
-    """error-map: weight of a tile's earlier residuals each time it is trained on again."""
-    map_power: float = 1.0
-    """error-map: tiles are drawn in proportion to size · (mean residual)^map_power."""
-    map_uniform_share: float = 0.5
-    """error-map: share of the draw that is uniform over all coordinates."""
-    map_weighting: str = "none"
-    """error-map: 'none' (plain mean over the draw) or 'importance' (each sample's loss weighted
-    by its uniform density over its draw density: an unbiased full-signal gradient)."""
-    edge_low: float = 30.0
-    """egra: Canny's low threshold on the 8-bit grey image's L1 Sobel magnitude."""
-    edge_high: float = 40.0
-    """egra: Canny's high threshold (same units)."""
-    edge_hysteresis_px: int = 16
-    """egra, expansive: how far (in pixels) Canny's hysteresis follows a weak edge from a strong one."""
-    egra_edge_prob: float = 0.0025
-    """egra: weight of an edge-band pixel on top of the base weight (the ports' p_e)."""
-    egra_base_prob: float = 0.0064
-    """egra: base weight of every pixel, times (1 − egra_edge_prob) (the ports' B_ref / N_ref)."""
-    soft_alpha: float = 0.6
-    """soft: final exponent of the importance correction (1 / error)^alpha; 0 is hard mining."""
-    soft_warmup: int = 1000
-    """soft: steps over which the exponent ramps from 0 (rho_t = min(t / warmup, alpha))."""
-    soft_explore_share: float = 0.1
-    """soft: share of particles moved to fresh uniform positions every step."""
-    soft_reinit_share: float = 0.1
-    """soft: share of lowest-loss particles re-drawn from the edge density every step."""
-    soft_drift: float = 20.0
-    """soft: Langevin step size a on the gradient of the log loss (positions in [0, 1])."""
-    soft_noise: float = 0.02
-    """soft: Langevin noise scale b (positions in [0, 1])."""
-    evos_interval_start: int = 100
-    """evos: steps between fitness evaluations at the start; falls linearly to evos_interval_end."""
-    evos_interval_end: int = 50
-    """evos: steps between fitness evaluations at the end."""
-    evos_mutation: float = 0.5
-    """evos: mutation share of every batch, as a fraction of the initial ratio (m = this * ratio)."""
-    evos_lap_weight: float = 1e-5
-    """evos: weight of the Laplacian error in the crossover ranking (8-bit units)."""
-    expansive_anchor: float = 0.5
-    """expansive: anchor (edge) area as a fraction of the initial ratio."""
+    pass_size: int | None = None
+    """Coordinates per pass of the samplers' scoring (residuals, NTK scores): bounds its memory.
+    null: 65536 on GPUs, 4096 on CPUs, whose passes run faster in blocks that stay in cache.
+    Evaluation and export have their own, log.eval_pass_size."""
 
     def __post_init__(self):
-        from nint_dist.samplers import SAMPLERS
-
         if self.name not in SAMPLERS:
             raise ValueError(f"sampler.name must be one of {sorted(SAMPLERS)}, not {self.name!r}")
         if not 0.0 < self.ratio <= 1.0:
@@ -193,39 +97,90 @@ class SamplerConfig:
             raise ValueError(f"sampler.ratio_schedule must be one of {RATIO_SCHEDULES}")
         if self.interval not in INTERVALS:
             raise ValueError(f"sampler.interval must be one of {INTERVALS}")
-        if (self.chunk is not None and self.chunk < 1) or self.ntk_period < 1:
-            raise ValueError("sampler.chunk and sampler.ntk_period must be positive")
-        if not 0.0 <= self.random_share <= 1.0 or not 0.0 <= self.ntk_share <= 1.0:
-            raise ValueError("sampler.random_share and sampler.ntk_share must be in [0, 1]")
-        if self.ntk_share_rule not in ("code", "paper"):
-            raise ValueError("sampler.ntk_share_rule must be 'code' or 'paper'")
-        if self.ntk_score not in NTK_SCORES:
-            raise ValueError(f"sampler.ntk_score must be one of {NTK_SCORES}, not {self.ntk_score!r}")
-        if self.pool_factor < 0 or self.score_precision not in ("full", "tf32", "half"):
-            raise ValueError(
-                "sampler.pool_factor must be >= 0 and sampler.score_precision full, tf32 or half"
-            )
-        if self.tile_side < 0 or self.map_samples_per_tile <= 0 or not 0.0 <= self.map_decay <= 1.0:
-            raise ValueError(
-                "sampler.tile_side must be >= 0, sampler.map_samples_per_tile > 0"
-                " and sampler.map_decay in [0, 1]"
-            )
-        if self.map_power < 0 or not 0.0 <= self.map_uniform_share <= 1.0:
-            raise ValueError("sampler.map_power must be >= 0 and sampler.map_uniform_share in [0, 1]")
-        if self.map_weighting not in ("none", "importance"):
-            raise ValueError("sampler.map_weighting must be 'none' or 'importance'")
-        if self.name == "soft" and self.ratio_schedule != "constant":
-            raise ValueError("sampler.name=soft keeps a fixed population; use ratio_schedule=constant")
-        if self.evos_interval_end < 1 or self.evos_interval_start < self.evos_interval_end:
-            raise ValueError("sampler.evos_interval_start must be >= sampler.evos_interval_end >= 1")
-        if not 0.0 <= self.evos_mutation < 1.0 or not 0.0 <= self.expansive_anchor <= 1.0:
-            raise ValueError("sampler.evos_mutation must be in [0, 1) and sampler.expansive_anchor in [0, 1]")
+        if self.pass_size is not None and self.pass_size < 1:
+            raise ValueError("sampler.pass_size must be positive")
+        SAMPLERS[self.name][0].check_config(self)
 
-    def chunk_on(self, device_type: str) -> int:
-        """The chunk size in effect on a device type ('cuda', 'cpu', ...)."""
-        if self.chunk is not None:
-            return self.chunk
+    def pass_size_on(self, device_type: str) -> int:
+        """Coordinates per scoring pass on a device type ('cuda', 'cpu', ...)."""
+        if self.pass_size is not None:
+            return self.pass_size
         return 65536 if device_type == "cuda" else 4096
+
+
+def _with_sections(name: str, common: type, registry: dict[str, tuple[type, type | None]]) -> type:
+    """The section's schema: the common keys plus one sub-section per registered config class,
+    so a registry entry is all it takes for a component's keys to exist."""
+    sections = [
+        (section_name(key), options, field(default_factory=options))
+        for key, (_, options) in registry.items()
+        if options is not None
+    ]
+    cls = make_dataclass(name, sections, bases=(common,))
+    cls.__module__, cls.__doc__ = __name__, common.__doc__
+    return cls
+
+
+ModelConfig = _with_sections("ModelConfig", ModelCommon, MODELS)
+SamplerConfig = _with_sections("SamplerConfig", SamplerCommon, SAMPLERS)
+
+RENAMED: dict[str, tuple[str, ...]] = {
+    "sampler.chunk": ("sampler.pass_size",),
+    **{
+        f"sampler.{old}": (f"sampler.nint.{new}", f"sampler.nint_paper.{new}")
+        for old, new in [
+            ("random_share", "random_share"),
+            ("ntk_share", "ntk_share"),
+            ("ntk_decay", "ntk_decay"),
+            ("ntk_period", "ntk_period"),
+            ("ntk_cutoff", "ntk_cutoff"),
+            ("ntk_share_rule", "share_rule"),
+            ("ntk_score", "ntk_score"),
+        ]
+    },
+    "sampler.pool_factor": ("sampler.nint.pool_factor",),
+    "sampler.ntk_max_points": ("sampler.nint.ntk_max_points",),
+    "sampler.score_precision": ("sampler.nint.score_precision",),
+    "sampler.tile_side": ("sampler.error_map.tile_side",),
+    "sampler.map_samples_per_tile": ("sampler.error_map.samples_per_tile",),
+    "sampler.map_decay": ("sampler.error_map.decay",),
+    "sampler.map_power": ("sampler.error_map.power",),
+    "sampler.map_uniform_share": ("sampler.error_map.uniform_share",),
+    "sampler.map_weighting": ("sampler.error_map.weighting",),
+    "sampler.edge_low": ("sampler.egra.edge_low",),
+    "sampler.edge_high": ("sampler.egra.edge_high",),
+    "sampler.edge_hysteresis_px": ("sampler.egra.hysteresis_px", "sampler.expansive.hysteresis_px"),
+    "sampler.egra_edge_prob": ("sampler.egra.edge_prob",),
+    "sampler.egra_base_prob": ("sampler.egra.base_prob",),
+    **{f"sampler.soft_{k}": (f"sampler.soft.{k}",) for k in ("alpha", "warmup", "explore_share",
+                                                              "reinit_share", "drift", "noise")},
+    **{f"sampler.evos_{k}": (f"sampler.evos.{k}",) for k in ("interval_start", "interval_end",
+                                                             "mutation", "lap_weight")},
+    "sampler.expansive_anchor": ("sampler.expansive.anchor",),
+    "model.w0": ("model.siren.w0",),
+    "model.w0_initial": ("model.siren.w0_initial",),
+    "model.ff_features": ("model.ffn.features",),
+    "model.ff_scale": ("model.ffn.scale",),
+    **{f"model.hash_{k}": (f"model.hashgrid.{k}",) for k in ("levels", "log2_size", "features",
+                                                             "base_resolution", "max_resolution",
+                                                             "backend", "dtype")},
+}  # fmt: skip
+"""Keys of earlier versions → their spelling now (two where the old key set both samplers'
+option). Naming an old key is a ConfigError that says where it went."""
+
+
+def check_renamed(keys: list[str]) -> None:
+    """ConfigError for the first key of an earlier version, naming its new spelling."""
+    for key in keys:
+        if key in RENAMED:
+            raise ConfigError(f"config key {key} is now {' or '.join(RENAMED[key])}")
+
+
+def _dotted(values: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in values.items():
+        keys += _dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
 
 
 @dataclass
@@ -346,10 +301,15 @@ class LogConfig:
     """Write TensorBoard event files into run.dir."""
     progress: bool = True
     """Show a progress bar on the driver."""
+    eval_pass_size: int | None = None
+    """Coordinates per forward pass of evaluation, the final export, the TensorBoard preview and
+    render: bounds their memory. null: 65536 on GPUs, 4096 on CPUs."""
 
     def __post_init__(self):
         if self.every < 1 or self.images_every < 1:
             raise ValueError("log.every and log.images_every must be at least 1")
+        if self.eval_pass_size is not None and self.eval_pass_size < 1:
+            raise ValueError("log.eval_pass_size must be positive")
         if self.eval_points < 0 or (self.eval_share is not None and self.eval_share < 0):
             raise ValueError("log.eval_points and log.eval_share must be >= 0")
 
@@ -358,6 +318,12 @@ class LogConfig:
         if self.eval_share is not None:
             return self.eval_share or None
         return 0.1 if device_type == "cuda" else None
+
+    def eval_pass_size_on(self, device_type: str) -> int:
+        """Coordinates per evaluation/export pass on a device type ('cuda', 'cpu', ...)."""
+        if self.eval_pass_size is not None:
+            return self.eval_pass_size
+        return 65536 if device_type == "cuda" else 4096
 
 
 @dataclass
@@ -390,9 +356,7 @@ class Config:
     def __post_init__(self):
         if self.run.backend == "local" and self.train.workers not in (None, 1):
             raise ValueError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
-        hash_triton = self.model.name == "hashgrid" and self.model.hash_backend == "triton"
-        if hash_triton and self.train.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("model.hash_backend=triton needs a GPU; with train.device=cpu use torch or auto")
+        check_model_device(self.model, self.train.device)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -409,6 +373,7 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
             content = yaml.safe_load(Path(path).read_text())
             if content is not None and not isinstance(content, dict):
                 raise ConfigError(f"config file {path} must hold sections of keys (data:, model:, …)")
+            check_renamed(_dotted(content or {}))
             layers.append(OmegaConf.create(content or {}))
         for item in overrides:
             if item.startswith(("+", "~")):
@@ -418,8 +383,9 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
                 )
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
+        check_renamed([item.partition("=")[0].strip() for item in overrides])
         layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
+        merged = _merge(layers, overrides)
         OmegaConf.resolve(merged)
         cfg = OmegaConf.to_object(merged)
     except ConfigKeyError as e:
@@ -438,6 +404,24 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
     if not cfg.data.path:
         raise ConfigError("data.path is required: an image file or a .zarr signal")
     return cfg
+
+
+def _merge(layers: list, overrides: list[str]):
+    """omegaconf's merge, whose errors for a mapping given where a list or a value belongs (or the
+    other way round) name no key: find the override that does it, or blame the file."""
+    try:
+        return OmegaConf.merge(*layers)
+    except (TypeError, ValidationError) as e:
+        if isinstance(e, ValidationError) and e.full_key:
+            raise
+        for item in overrides:
+            try:
+                OmegaConf.merge(layers[0], OmegaConf.from_dotlist([item]))
+            except (TypeError, ValidationError):
+                key, _, value = item.partition("=")
+                raise ConfigError(f"config key '{key}': {value!r} is not a value of its type") from None
+        where = "the config file gives a mapping where a list belongs, or the other way round"
+        raise ConfigError(where) from None
 
 
 def from_dict(values: dict) -> Config:

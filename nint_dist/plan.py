@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from nint_dist.config import Config, load_config, to_yaml
+from nint_dist.config import RENAMED, Config, load_config, to_yaml
 from nint_dist.errors import UserError
 from nint_dist.signal import SignalSpec, shard_rows
 
@@ -109,7 +109,7 @@ def _read_previous_version(run_dir: Path, overrides: list[str]) -> tuple[Config,
         )
     with tempfile.TemporaryDirectory(prefix="nint-run-") as folder:
         stripped = Path(folder) / CONFIG_FILE
-        stripped.write_text(yaml.safe_dump(values))
+        stripped.write_text(yaml.safe_dump(spelled_now(values)))
         cfg = load_config(stripped, overrides)
     plan = RunPlan(  # what that version resolved into its config (the overrides aside)
         run_dir=str(Path(values["run"]["dir"]).resolve()),
@@ -121,3 +121,20 @@ def _read_previous_version(run_dir: Path, overrides: list[str]) -> tuple[Config,
         rows=(),
     )
     return cfg, moved_to(plan, run_dir)
+
+
+def spelled_now(values: dict) -> dict:
+    """A config of an earlier version (nested dict) with its keys in their spelling now
+    (``config.RENAMED``; an old key that set two samplers' option sets both), values kept."""
+    for old, targets in RENAMED.items():
+        section, _, key = old.partition(".")
+        if not isinstance(values.get(section), dict) or key not in values[section]:
+            continue
+        value = values[section].pop(key)
+        for target in targets:
+            *parents, leaf = target.split(".")
+            node = values
+            for name in parents:
+                node = node.setdefault(name, {})
+            node[leaf] = value
+    return values

@@ -110,21 +110,23 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> FittedR
     return FittedRun(run_dir, cfg, plan, spec, np.dtype(store.dtype), model, dtype)
 
 
-def render_rows(run: FittedRun, out: str, region, shape, row_lo: int, row_hi: int, chunk: int | None) -> int:
+def render_rows(
+    run: FittedRun, out: str, region, shape, row_lo: int, row_hi: int, pass_size: int | None
+) -> int:
     """Evaluate output rows [row_lo, row_hi) with the run's model and write them into the output
-    store, ``chunk`` points per forward pass (None: the run's ``sampler.chunk`` for the model's
+    store, ``pass_size`` points per forward pass (None: the run's ``log.eval_pass_size`` for the model's
     device). Returns the number of points written."""
     import zarr
 
     from nint_dist.scoring import predict
 
     device = next(run.model.parameters()).device
-    chunk = chunk or run.cfg.sampler.chunk_on(device.type)
+    pass_size = pass_size or run.cfg.log.eval_pass_size_on(device.type)
     axes = axis_coordinates(run.spec, region, shape)
     grids = torch.meshgrid(axes[0][row_lo:row_hi], *axes[1:], indexing="ij")
     coords = torch.stack([g.reshape(-1) for g in grids], dim=-1).to(device, run.dtype)
     with torch.no_grad():
-        values = predict(run.model, lambda lo, hi: coords[lo:hi], coords.shape[0], chunk)
+        values = predict(run.model, lambda lo, hi: coords[lo:hi], coords.shape[0], pass_size)
     block = from_unit(values.double().cpu().numpy(), run.spec, run.stored_dtype)
     target = zarr.open_array(out, mode="r+")
     target[row_lo:row_hi] = block.reshape(row_hi - row_lo, *shape[1:], run.spec.channels)
@@ -137,13 +139,13 @@ def render_bands(
     region,
     shape,
     bands: list[tuple[int, int]],
-    chunk: int | None = None,
+    pass_size: int | None = None,
     device: str = "auto",
 ) -> int:
     """Load the run's model once and render ``bands`` ([row_lo, row_hi) each) with it: one Ray
     task's share, or all of them in this process. Returns the number of points written."""
     run = load_run(run_dir, resolve_device(device, "--device"))
-    return sum(render_rows(run, out, region, shape, lo, hi, chunk) for lo, hi in bands)
+    return sum(render_rows(run, out, region, shape, lo, hi, pass_size) for lo, hi in bands)
 
 
 def render(
@@ -153,7 +155,7 @@ def render(
     shape: str | None,
     region_text: str | None,
     workers: int = 1,
-    chunk: int | None = None,
+    pass_size: int | None = None,
     device: str = "auto",
     pyramid: bool = False,
     progress: bool = True,
@@ -212,7 +214,7 @@ def render(
         task = ray.remote(num_gpus=ray_gpus_per_task(ray, device))(render_bands)
         per_task = -(-len(bands) // workers)
         groups = [bands[i : i + per_task] for i in range(0, len(bands), per_task)]
-        pending = {task.remote(str(run_dir), str(tmp), region, dims, g, chunk, device): g for g in groups}
+        pending = {task.remote(str(run_dir), str(tmp), region, dims, g, pass_size, device): g for g in groups}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             ray.get(done[0])
@@ -220,7 +222,7 @@ def render(
             bar.update(group[-1][1] - group[0][0])
     else:
         for lo, hi in bands:
-            render_rows(run, str(tmp), region, dims, lo, hi, chunk)
+            render_rows(run, str(tmp), region, dims, lo, hi, pass_size)
             bar.update(hi - lo)
     bar.close()
     tmp.rename(out)

@@ -137,7 +137,7 @@ class Trainer:
             self.compile_seconds = self._warm_up()
         self.sampler: Sampler = build_sampler(cfg.sampler)
         self.timer = PhaseTimer(rt.device)
-        self.chunk = cfg.sampler.chunk_on(rt.device.type)
+        self.chunk = cfg.sampler.pass_size_on(rt.device.type)
         autocast = cfg.train.precision in AUTOCAST
         self.graphs = graphs_wanted(
             cfg.train.cuda_graphs,

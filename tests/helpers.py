@@ -23,7 +23,8 @@ EXACT_FIT = [
     "model.layers=3",
     "model.width=16",
     "sampler.name=nint-paper",
-    "sampler.chunk=64",
+    "sampler.pass_size=64",
+    "log.eval_pass_size=64",
     "train.lr=1e-3",
     "train.dtype=float64",
 ]

@@ -18,11 +18,13 @@ from nint_dist.comm import Comm
 from nint_dist.config import ModelConfig, SamplerConfig
 from nint_dist.models import build_model
 from nint_dist.samplers import SAMPLERS, build_sampler
-from nint_dist.samplers.egra import canny, grey_8bit, laplacian, shifted_band
-from nint_dist.samplers.evos import Evos, fitness_interval, is_fitness_step, num_elite
-from nint_dist.samplers.expansive import dilate_2x2, otsu_threshold
+from nint_dist.samplers.egra import EgraConfig, canny, grey_8bit, laplacian, shifted_band
+from nint_dist.samplers.error_map import ErrorMapConfig
+from nint_dist.samplers.evos import Evos, EvosConfig, fitness_interval, is_fitness_step, num_elite
+from nint_dist.samplers.expansive import ExpansiveConfig, dilate_2x2, otsu_threshold
 from nint_dist.samplers.int_sampler import ErrorTopK
-from nint_dist.samplers.soft import positions_to_flat, soft_weights
+from nint_dist.samplers.soft import SoftConfig, positions_to_flat, soft_weights
+from nint_dist.samplers.stratified import SALT_STRATUM, StratifiedConfig
 from nint_dist.shard import ShardContext, load_shard
 from nint_dist.signal import open_signal
 from tests.helpers import free_port, launch_fit
@@ -129,7 +131,8 @@ def test_weighted_loss_scale_matches_the_weighted_mean():
 def test_int_takes_the_top_residuals_and_freezes_them_between_refreshes():
     ctx = HandContext((10, 10), total_steps=100)
     ctx.residual = torch.arange(100.0).flip(0)  # coordinate 0 is the worst
-    sampler = ErrorTopK(SamplerConfig(name="int", ratio=0.2, ratio_schedule="step", interval="incremental"))
+    common = SamplerConfig(name="int", ratio=0.2, ratio_schedule="step", interval="incremental")
+    sampler = ErrorTopK(None, common)
     assert sampler.select(ctx, 0).indices.tolist() == list(range(20))
     ctx.residual = torch.arange(100.0)  # now the last coordinates are the worst
     assert sampler.select(ctx, 1).indices.tolist() == list(range(80, 100))
@@ -175,9 +178,9 @@ def test_egra_band_shifts_every_edge_pixel_6_to_9_positions_and_wraps():
 
 
 def test_egra_weights_prefer_the_band_by_the_ports_ratio():
-    cfg = SamplerConfig(name="egra")
-    edge = cfg.egra_edge_prob + (1 - cfg.egra_edge_prob) * cfg.egra_base_prob
-    assert edge / ((1 - cfg.egra_edge_prob) * cfg.egra_base_prob) == pytest.approx(1.39, abs=0.01)
+    cfg = SamplerConfig(name="egra").egra
+    edge = cfg.edge_prob + (1 - cfg.edge_prob) * cfg.base_prob
+    assert edge / ((1 - cfg.edge_prob) * cfg.base_prob) == pytest.approx(1.39, abs=0.01)
 
 
 def test_grey_levels_use_opencvs_weights():
@@ -230,8 +233,8 @@ def test_evos_crossover_on_a_hand_made_image():
     predicted[0, 0] = 0.5  # big error at pixel 0 → big e there, big Laplacian error around it
     predicted[5, 5] = 0.1  # small error at pixel 35
     ctx.target, ctx.predicted = target.reshape(-1, 3), predicted.reshape(-1, 3)
-    cfg = SamplerConfig(name="evos", ratio=0.5, evos_mutation=0.5, evos_interval_start=3, evos_interval_end=3)
-    sampler = Evos(cfg)
+    cfg = EvosConfig(mutation=0.5, interval_start=3, interval_end=3)
+    sampler = Evos(cfg, SamplerConfig(name="evos", ratio=0.5))
     sel = sampler.select(ctx, 0)  # t = 1: a fitness step trains on everything
     assert sel.indices.tolist() == list(range(36)) and sel.shares == {"fitness": 36}
     n = num_elite(0.5, 0.25, 36)
@@ -270,17 +273,45 @@ def test_soft_flat_index_is_row_times_width_on_non_square_images():
     assert positions_to_flat(positions, (3, 7)).tolist() == [6, 14, 1 * 7 + 3]
 
 
+# ---------------------------------------------------------------- stratified
+
+
+def test_stratified_draws_one_index_in_each_stratum():
+    ctx = HandContext((10, 13), seed=7)  # N = 130
+    for ratio, bounds in ((0.1, [10 * j for j in range(14)]), (12 / 130, [130 * j // 12 for j in range(13)])):
+        sampler = build_sampler(SamplerConfig(name="stratified", ratio=ratio))
+        k = len(bounds) - 1
+        for step in range(3):
+            got = sampler.select(ctx, step).indices.tolist()
+            assert len(got) == k and sampler.select(ctx, step).shares == {"strata": k}
+            assert all(bounds[j] <= got[j] < bounds[j + 1] for j in range(k)), (ratio, step, got)
+    # stratum j's pick sits at ⌊u_j · size⌋ for u_j the (seed, step, j) hash: 13 strata of 10
+    u = selection.index_uniforms(7, 4, SALT_STRATUM, torch.arange(13))
+    got = build_sampler(SamplerConfig(name="stratified", ratio=0.1)).select(ctx, 4).indices
+    assert got.tolist() == [10 * j + math.floor(10 * float(u[j])) for j in range(13)]
+
+
+def test_stratified_covers_every_index_over_steps_and_jitter_0_is_a_fixed_grid():
+    ctx = HandContext((4, 5), seed=1)  # N = 20, 2 strata of 10
+    sampler = build_sampler(SamplerConfig(name="stratified", ratio=0.1))
+    seen = torch.cat([sampler.select(ctx, step).indices for step in range(200)])
+    assert torch.bincount(seen, minlength=20).min() > 0  # every index of each stratum is drawn
+    grid = build_sampler(SamplerConfig(name="stratified", ratio=0.2, stratified=StratifiedConfig(jitter=0.0)))
+    assert grid.select(ctx, 0).indices.tolist() == grid.select(ctx, 9).indices.tolist() == [2, 7, 12, 17]
+
+
 # ---------------------------------------------------------------- exactness across workers
 
 BASELINES = {
     "int": dict(ratio_schedule="step", interval="dense2"),
-    "egra": dict(edge_hysteresis_px=6),
-    "soft": dict(soft_warmup=2),
-    "evos": dict(evos_interval_start=3, evos_interval_end=2),
-    "expansive": dict(edge_hysteresis_px=6, expansive_anchor=0.9),
+    "egra": dict(egra=EgraConfig(hysteresis_px=6)),
+    "soft": dict(soft=SoftConfig(warmup=2)),
+    "evos": dict(evos=EvosConfig(interval_start=3, interval_end=2)),
+    "expansive": dict(expansive=ExpansiveConfig(hysteresis_px=6, anchor=0.9)),
     "nint-paper": dict(),  # not baselines, but checked the same way: the whole shard ranked
     "nint": dict(),  # NTK and residuals ranked over a pool, split between the shards
-    "error-map": dict(tile_side=3, map_uniform_share=0.3, map_weighting="importance"),
+    "error-map": dict(error_map=ErrorMapConfig(tile_side=3, uniform_share=0.3, weighting="importance")),
+    "stratified": dict(),  # a hash per stratum: no communication at all
 }
 STEPS = 5
 
@@ -377,14 +408,14 @@ def _fit_soft(signal: Path, run_dir: Path, workers: int) -> torch.Tensor:
     argv = [f"train.workers={workers}"]
     argv += [
         "sampler.name=soft",
-        "sampler.soft_warmup=2",
+        "sampler.soft.warmup=2",
         "train.dtype=float64",
         "train.steps=4",
         "model.width=16",
     ]
     argv += [
         "model.layers=3",
-        "sampler.chunk=50",
+        "sampler.pass_size=50",
         "log.every=4",
         "log.progress=false",
         "log.tensorboard=false",

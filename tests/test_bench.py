@@ -168,9 +168,9 @@ def test_equal_seconds_takes_median_times_and_interpolates_the_reference():
     ends_at = lambda seconds: {"step": [5], "psnr": [29.5], "seconds": [seconds]}  # noqa: E731
     assert eq.reference_at_end(ends_at(2.0), reference) == pytest.approx(27.0)
     assert eq.reference_at_end(ends_at(6.0), reference) is None
-    assert eq.parse_variant("nint:sampler.pool_factor=2,train.lr=1e-3") == (
+    assert eq.parse_variant("nint:sampler.nint.pool_factor=2,train.lr=1e-3") == (
         "nint",
-        ["sampler.pool_factor=2", "train.lr=1e-3"],
+        ["sampler.nint.pool_factor=2", "train.lr=1e-3"],
     )
 
 

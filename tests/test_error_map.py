@@ -10,6 +10,7 @@ import torch
 from nint_dist.config import SamplerConfig, load_config
 from nint_dist.samplers import build_sampler
 from nint_dist.samplers.error_map import (
+    ErrorMapConfig,
     draw_from_tiles,
     point_in_tile,
     tile_of,
@@ -18,6 +19,7 @@ from nint_dist.samplers.error_map import (
     tile_sizes,
     update_map,
 )
+from nint_dist.samplers.nint import NintConfig
 from nint_dist.selection import balanced_bounds
 from nint_dist.signal import flat_to_coords, to_unit
 from nint_dist.worker import Runtime, Trainer
@@ -86,13 +88,13 @@ def test_map_update_decays_only_the_tiles_trained_on():
     assert counts.tolist() == [2.0 * 0.5 + 2, 1.0, 3.0 * 0.5 + 1]
 
 
-def _sampler(**settings):
-    return build_sampler(SamplerConfig(name="error-map", **settings))
+def _sampler(ratio, **settings):
+    return build_sampler(SamplerConfig(name="error-map", ratio=ratio, error_map=ErrorMapConfig(**settings)))
 
 
 def test_selection_starts_uniform_then_follows_the_map():
     ctx = HandContext((30, 40), seed=5)
-    sampler = _sampler(ratio=0.1, tile_side=10, map_uniform_share=0.0)
+    sampler = _sampler(ratio=0.1, tile_side=10, uniform_share=0.0)
     first = sampler.select(ctx, 0)
     assert first.indices.numel() == 120 and torch.all(first.indices[1:] >= first.indices[:-1])
     # residuals: 1 in the top-left tile, 0 elsewhere; every tile is seen once
@@ -105,7 +107,7 @@ def test_selection_starts_uniform_then_follows_the_map():
 
 def test_importance_weights_are_uniform_over_draw_density():
     ctx = HandContext((30, 40), seed=5)
-    sampler = _sampler(ratio=0.5, tile_side=10, map_uniform_share=0.5, map_weighting="importance")
+    sampler = _sampler(ratio=0.5, tile_side=10, uniform_share=0.5, weighting="importance")
     tiles = tile_of(torch.arange(1200), (30, 40), (10, 10))
     sampler.observe(ctx, torch.arange(1200), (tiles == 0).double() * 3.0)
     sel = sampler.select(ctx, 1)
@@ -140,7 +142,7 @@ def test_worker_hands_the_training_residuals_to_the_sampler(tmp_path):
             f"run.dir={tmp_path / 'run'}",
             "sampler.name=error-map",
             "sampler.ratio=0.3",
-            "sampler.tile_side=4",
+            "sampler.error_map.tile_side=4",
             "model.layers=3",
             "model.width=16",
             "train.micro_batch=50",  # 144 samples in 3 passes
@@ -176,7 +178,8 @@ def test_nint_skips_the_ntk_share_on_signals_above_ntk_max_points(tmp_path):
     signal = make_tiny_signal(tmp_path)  # 480 points
     for limit, expect_ntk in ((1000, True), (479, False)):
         ctx = _context(signal, 0, 1)
-        sel = build_sampler(SamplerConfig(name="nint", ratio=0.2, ntk_max_points=limit)).select(ctx, 0)
+        cfg = SamplerConfig(name="nint", ratio=0.2, nint=NintConfig(ntk_max_points=limit))
+        sel = build_sampler(cfg).select(ctx, 0)
         assert sel.indices.numel() == 96
         assert ("ntk_pool" in ctx.last_scores) == expect_ntk
         assert (sel.shares["ntk"] > 0) == expect_ntk

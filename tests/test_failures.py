@@ -164,8 +164,9 @@ def test_only_user_errors_exit_2(capsys):
 
 
 def test_config_mistakes_stay_user_errors(tmp_path, capsys):
-    assert launch.main(["configs/quickstart.yaml", "sampler.ntk_score=tangent", f"run.dir={tmp_path}/r"]) == 2
-    assert "sampler.ntk_score" in one_error_line(capsys)
+    argv = ["configs/quickstart.yaml", "sampler.nint.ntk_score=tangent", f"run.dir={tmp_path}/r"]
+    assert launch.main(argv) == 2
+    assert "sampler.nint.ntk_score" in one_error_line(capsys)
 
 
 # ---------------------------------------------------------------- messages

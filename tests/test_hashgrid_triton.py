@@ -11,7 +11,7 @@ import torch
 from nint_dist import scoring
 from nint_dist.config import Config, ModelConfig, TrainConfig
 from nint_dist.models import build_model, hashgrid_triton
-from nint_dist.models.hashgrid import HashGrid, check_options
+from nint_dist.models.hashgrid import HashGrid, HashGridConfig, check_options
 
 needs_triton = pytest.mark.skipif(not hashgrid_triton.available(), reason="triton is not installed")
 
@@ -192,16 +192,16 @@ def test_compiled_model_traces_the_kernels_in_one_graph():
 
 @needs_triton
 def test_backend_and_dtype_options_come_from_the_config(monkeypatch):
-    cfg = ModelConfig(name="hashgrid", layers=2, width=8, hash_levels=2, hash_log2_size=6,
-                      hash_backend="triton", hash_dtype="float16")  # fmt: skip
+    grid = HashGridConfig(levels=2, log2_size=6, backend="triton", dtype="float16")
+    cfg = ModelConfig(name="hashgrid", layers=2, width=8, hashgrid=grid)
     model = build_model(2, 1, cfg)
     assert model.backend == "triton" and model.read_dtype == torch.float16
-    with pytest.raises(ValueError, match="hash_backend"):
-        ModelConfig(name="hashgrid", hash_backend="cuda")
-    with pytest.raises(ValueError, match="hash_dtype"):
-        ModelConfig(name="hashgrid", hash_dtype="bfloat8")
-    auto = build_model(2, 1, ModelConfig(name="hashgrid", layers=2, width=8, hash_levels=2,
-                                         hash_log2_size=6, hash_backend="auto"))  # fmt: skip
+    with pytest.raises(ValueError, match="model.hashgrid.backend"):
+        HashGridConfig(backend="cuda")
+    with pytest.raises(ValueError, match="model.hashgrid.dtype"):
+        HashGridConfig(dtype="bfloat8")
+    auto_grid = HashGridConfig(levels=2, log2_size=6, backend="auto")
+    auto = build_model(2, 1, ModelConfig(name="hashgrid", layers=2, width=8, hashgrid=auto_grid))
     assert not auto._uses_triton(torch.zeros(1, 2))  # CPU tensors: the torch grid
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(ValueError, match="needs a GPU"):

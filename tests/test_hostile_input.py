@@ -49,12 +49,15 @@ def test_any_value_for_any_key_is_accepted_or_one_clear_error(key, value):
     assert isinstance(cfg, Config)
 
 
-def test_scoring_chunk_follows_the_device_unless_set():
-    auto = load_config(None, ["data.path=x.png"]).sampler
-    assert (auto.chunk_on("cuda"), auto.chunk_on("cpu")) == (65536, 4096)
-    assert load_config(None, ["data.path=x.png", "sampler.chunk=100"]).sampler.chunk_on("cpu") == 100
-    with pytest.raises(ConfigError, match="sampler.chunk"):
-        load_config(None, ["data.path=x.png", "sampler.chunk=0"])
+def test_pass_sizes_follow_the_device_unless_set():
+    auto = load_config(None, ["data.path=x.png"])
+    assert (auto.sampler.pass_size_on("cuda"), auto.sampler.pass_size_on("cpu")) == (65536, 4096)
+    assert (auto.log.eval_pass_size_on("cuda"), auto.log.eval_pass_size_on("cpu")) == (65536, 4096)
+    both = load_config(None, ["data.path=x.png", "sampler.pass_size=100", "log.eval_pass_size=300"])
+    assert (both.sampler.pass_size_on("cpu"), both.log.eval_pass_size_on("cuda")) == (100, 300)
+    for key in ("sampler.pass_size", "log.eval_pass_size"):
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, ["data.path=x.png", f"{key}=0"])
 
 
 @settings(max_examples=100, deadline=None)

@@ -134,7 +134,8 @@ def test_audio_through_launch(tmp_path):
     run_dir = tmp_path / "run"
     code = launch.main(
         ["configs/quickstart.yaml", f"data.path={clip}", f"run.dir={run_dir}", "run.backend=local",
-         "train.workers=1", "train.steps=40", "log.every=20", "log.progress=false", "model.w0_initial=3000"]
+         "train.workers=1", "train.steps=40", "log.every=20", "log.progress=false",
+         "model.siren.w0_initial=3000"]
     )  # fmt: skip
     assert code == 0
     final = json.loads((run_dir / "final.json").read_text())

@@ -34,18 +34,34 @@ def test_version_and_subcommands():
 def test_help_config_lists_every_key_with_its_docstring(capsys):
     assert launch.main(["--help-config"]) == 0
     text = capsys.readouterr().out
-    sections = typing.get_type_hints(Config)
-    expected = [
-        f"{s.name}.{f.name}" for s in dataclasses.fields(Config) for f in dataclasses.fields(sections[s.name])
-    ]
+
+    def keys(cls, prefix=""):  # every leaf of the dataclass tree, sub-sections included
+        hints = typing.get_type_hints(cls)
+        return [
+            key
+            for f in dataclasses.fields(cls)
+            for key in (
+                keys(hints[f.name], f"{prefix}{f.name}.")
+                if dataclasses.is_dataclass(hints[f.name])
+                else [f"{prefix}{f.name}"]
+            )
+        ]
+
+    expected = keys(Config)
+    assert "sampler.nint.pool_factor" in expected and "model.hashgrid.levels" in expected
     listed = [
         line.split(":")[0] for line in text.splitlines() if line and not line.startswith(" ") and ":" in line
     ]
     assert listed[: len(expected)] == expected
     assert "train.steps: int = 1000\n    Optimizer steps.\n" in text
-    assert "sampler.chunk: int | None = null\n    Coordinates per chunk" in text
+    assert "sampler.pass_size: int | None = null\n    Coordinates per pass of the samplers' scoring" in text
+    assert "sampler.nint.pool_factor: float = 3.0\n    Residuals are ranked over a fresh" in text
     assert launch.main(["--help-config", "run."]) == 0
     assert capsys.readouterr().out.startswith("run.dir: str = 'runs/run'\n")
+    assert launch.main(["--help-config", "sampler.nint"]) == 0  # one sub-section, not nint_paper's
+    out = capsys.readouterr().out
+    shown = [line.split(":")[0] for line in out.splitlines() if line.startswith("sampler.")]
+    assert shown == [k for k in expected if k.startswith("sampler.nint.")] and len(shown) == 10
     assert launch.main(["--help-config", "nope"]) == 2
 
 

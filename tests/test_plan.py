@@ -125,6 +125,10 @@ def test_a_run_directory_of_the_previous_version_resumes(started, tmp_path, caps
     values = yaml.safe_load((old / "config.yaml").read_text())
     values["data"].update(path=str(old / "signal.zarr"), source=str(tmp_path / "a" / "photo.png"))
     values["train"]["workers"], values["run"]["dir"] = 1, str(old)
+    values["sampler"]["chunk"] = values["sampler"].pop("pass_size")  # that version's spelling
+    values["model"]["ff_features"] = values["model"]["ffn"].pop("features")
+    values["sampler"]["ntk_share"] = values["sampler"]["nint"].pop("ntk_share")
+    del values["sampler"]["nint_paper"]["ntk_share"]
     (old / "config.yaml").write_text(yaml.safe_dump(values))
     assert launch.main(["--resume", str(old), "train.steps=6"]) == 0
     assert "from step 4" in capsys.readouterr().err

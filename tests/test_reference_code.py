@@ -23,6 +23,7 @@ from nint_dist.config import (
     SamplerConfig,
     TrainConfig,
 )
+from nint_dist.samplers.nint_paper import NintPaperConfig
 from nint_dist.schedules import reselect_at
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
@@ -61,7 +62,12 @@ def replay(tmp_path: Path, rec: dict, ntk_score: str) -> list[tuple[np.ndarray, 
     cfg = Config(
         data=DataConfig(path=str(crop_signal(tmp_path, rec["crop"]))),
         model=ModelConfig(layers=setup["layers"], width=setup["width"]),
-        sampler=SamplerConfig(name="nint-paper", ratio=setup["ratio"], interval="dense", ntk_score=ntk_score),
+        sampler=SamplerConfig(
+            name="nint-paper",
+            ratio=setup["ratio"],
+            interval="dense",
+            nint_paper=NintPaperConfig(ntk_score=ntk_score),
+        ),
         train=TrainConfig(steps=setup["steps"], lr=setup["lr"], dtype="float64"),
         log=LogConfig(every=10**6, tensorboard=False, progress=False),
         run=RunSection(dir=str(tmp_path / "run"), backend="local"),

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from nint_dist.config import SamplerConfig
-from nint_dist.samplers.nint import Nint
-from nint_dist.samplers.nint_paper import NintPaper, ntk_share_at
+from nint_dist.samplers.nint import Nint, NintConfig
+from nint_dist.samplers.nint_paper import NintPaper, NintPaperConfig, ntk_share_at
 from nint_dist.schedules import num_selected, ratio_at, reselect_at
 from nint_dist.selection import distinct_draw, random_picks, step_generator, topk_canonical
 
@@ -36,11 +36,11 @@ def test_intervals():
 
 
 def test_ntk_share_follows_the_reference_codes_precedence():
-    cfg = SamplerConfig()
+    cfg = NintPaperConfig()
     got = [round(ntk_share_at(c, cfg), 4) for c in (1, 10, 20, 30, 40, 50)]
     assert got == [0.1104, 0.1104, 0.0406, 0.0149, 0.0055, 0.002]
     assert ntk_share_at(60, cfg) < cfg.ntk_cutoff <= ntk_share_at(50, cfg)
-    paper = SamplerConfig(ntk_share_rule="paper")
+    paper = NintPaperConfig(share_rule="paper")
     assert ntk_share_at(10, paper) == pytest.approx(0.3 * 2.718281828**-1, rel=1e-6)
 
 
@@ -89,7 +89,7 @@ class HandContext:
 def test_nint_paper_composition_and_refresh():
     n = 10_000
     ctx = HandContext(n)
-    sampler = NintPaper(SamplerConfig(ratio=0.2))
+    sampler = NintPaper(NintPaperConfig(), SamplerConfig(ratio=0.2))
     first = sampler.select(ctx, 0)
     count = 2000
     num_ntk = int(count * 0.3 * 2.718281828459045**-1)  # 11% at the first call
@@ -107,7 +107,7 @@ def test_nint_paper_composition_and_refresh():
 
 def test_nint_paper_reuses_ntk_picks_between_refreshes():
     ctx = HandContext(5000)
-    sampler = NintPaper(SamplerConfig(ratio=0.2))
+    sampler = NintPaper(NintPaperConfig(), SamplerConfig(ratio=0.2))
     cached = [sampler.select(ctx, 0) and sampler.ntk_cache.clone()]
     ctx.ntk = torch.rand(5000)  # changes that must not be seen before call 10
     for step in range(1, 9):
@@ -120,7 +120,7 @@ def test_nint_paper_reuses_ntk_picks_between_refreshes():
 def test_nint_ranks_a_pool_and_draws_its_uniform_picks_outside_it():
     n, count = 10_000, 2000
     ctx = HandContext(n)
-    sampler = Nint(SamplerConfig(ratio=0.2, pool_factor=3.0))
+    sampler = Nint(NintConfig(pool_factor=3.0), SamplerConfig(ratio=0.2))
     got = sampler.select(ctx, 0)
     draw = distinct_draw(n, 4 * count, step_generator(0, 0))  # the draw the sampler makes
     pool, rest = draw[: 3 * count], draw[3 * count :]
@@ -142,8 +142,8 @@ def test_nint_ranks_a_pool_and_draws_its_uniform_picks_outside_it():
 
 def test_nint_ranks_all_coordinates_when_the_pool_would_not_fit():
     ctx = HandContext(1000)
-    pooled = Nint(SamplerConfig(ratio=0.3, pool_factor=3.0)).select(ctx, 0)  # 900 + 300 > 1000
-    reference = NintPaper(SamplerConfig(ratio=0.3)).select(HandContext(1000), 0)
+    pooled = Nint(NintConfig(pool_factor=3.0), SamplerConfig(ratio=0.3)).select(ctx, 0)  # 900 + 300 > 1000
+    reference = NintPaper(NintPaperConfig(), SamplerConfig(ratio=0.3)).select(HandContext(1000), 0)
     assert torch.equal(pooled.indices, reference.indices)
 
 
@@ -153,6 +153,6 @@ def test_num_selected():
 
 def test_dense2_interval_reuses_selection():
     ctx = HandContext(1000)
-    sampler = NintPaper(SamplerConfig(interval="dense2"))
+    sampler = NintPaper(NintPaperConfig(), SamplerConfig(interval="dense2"))
     a = sampler.select(ctx, 0)
     assert sampler.select(ctx, 3) is a and sampler.select(ctx, 5) is not a

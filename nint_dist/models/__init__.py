@@ -1,36 +1,42 @@
-"""Model registry: one dict from name to builder. Models are plain modules mapping coordinates
-[N, D] to values [N, C]; they know nothing of DDP and can be called by ``torch.func``."""
+"""Model registry: ``model.name`` → (model class, its config dataclass or None). Models are plain
+modules mapping coordinates [N, D] to values [N, C]; they know nothing of DDP and can be called
+by ``torch.func``.
 
-from collections.abc import Callable
+A new model is one module (its class with a ``from_config`` classmethod and, if it has options,
+a config dataclass beside it) plus one entry here: its options then appear as
+``model.<name>.*`` with no other edit. Every model is built as
+``Cls.from_config(in_dim, out_dim, cfg.model.<section>, cfg.model)``; a class may also define
+``check_device(cfg, device)`` to refuse a ``train.device`` it cannot run on."""
 
 from torch import nn
 
-from nint_dist.models.ffn import FourierFeatureMLP
-from nint_dist.models.hashgrid import HashGrid
-from nint_dist.models.siren import Siren
+from nint_dist.models.ffn import FfnConfig, FourierFeatureMLP
+from nint_dist.models.hashgrid import HashGrid, HashGridConfig
+from nint_dist.models.siren import Siren, SirenConfig
 
-
-def _siren(in_dim: int, out_dim: int, cfg) -> nn.Module:
-    return Siren(in_dim, out_dim, cfg.layers, cfg.width, cfg.w0, cfg.w0_initial)
-
-
-def _ffn(in_dim: int, out_dim: int, cfg) -> nn.Module:
-    return FourierFeatureMLP(in_dim, out_dim, cfg.layers, cfg.width, cfg.ff_features, cfg.ff_scale)
-
-
-def _hashgrid(in_dim: int, out_dim: int, cfg) -> nn.Module:
-    return HashGrid(in_dim, out_dim, cfg.layers, cfg.width, cfg.hash_levels, cfg.hash_log2_size,
-                    cfg.hash_features, cfg.hash_base_resolution, cfg.hash_max_resolution,
-                    cfg.hash_backend, cfg.hash_dtype)  # fmt: skip
-
-
-MODELS: dict[str, Callable[[int, int, object], nn.Module]] = {
-    "siren": _siren,
-    "ffn": _ffn,
-    "hashgrid": _hashgrid,
+MODELS: dict[str, tuple[type[nn.Module], type | None]] = {
+    "siren": (Siren, SirenConfig),
+    "ffn": (FourierFeatureMLP, FfnConfig),
+    "hashgrid": (HashGrid, HashGridConfig),
 }
 
 
+def section_name(name: str) -> str:
+    """The config section of a registered name (a dash becomes an underscore)."""
+    return name.replace("-", "_")
+
+
+def _options(cfg):
+    return getattr(cfg, section_name(cfg.name)) if MODELS[cfg.name][1] is not None else None
+
+
 def build_model(in_dim: int, out_dim: int, cfg) -> nn.Module:
-    """Build the model named ``cfg.name`` (a ModelConfig or anything with its fields)."""
-    return MODELS[cfg.name](in_dim, out_dim, cfg)
+    """Build the model named ``cfg.name`` from its own section of ``cfg`` (the model section)."""
+    return MODELS[cfg.name][0].from_config(in_dim, out_dim, _options(cfg), cfg)
+
+
+def check_device(cfg, device: str) -> None:
+    """ValueError where the model section ``cfg`` cannot run on ``train.device``."""
+    check = getattr(MODELS[cfg.name][0], "check_device", None)
+    if check is not None:
+        check(_options(cfg), device)

@@ -1,11 +1,26 @@
 """Fourier-feature MLP (Tancik et al., 2020): random Fourier features, then a ReLU MLP."""
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nint_dist.models.mlp import relu_mlp
+
+
+@dataclass
+class FfnConfig:
+    """``model.ffn``: the random Fourier features."""
+
+    features: int = 256
+    """Number of random frequencies."""
+    scale: float = 10.0
+    """Standard deviation of the frequencies."""
+
+    def __post_init__(self):
+        if self.features < 1 or not self.scale > 0:
+            raise ValueError("model.ffn.features must be at least 1 and model.ffn.scale positive")
 
 
 class FourierFeatureMLP(nn.Module):
@@ -27,6 +42,10 @@ class FourierFeatureMLP(nn.Module):
             raise ValueError("a Fourier-feature MLP needs at least 1 layer")
         self.register_buffer("frequencies", torch.randn(features, in_dim) * scale)
         self.net = relu_mlp(2 * features, out_dim, layers, width)
+
+    @classmethod
+    def from_config(cls, in_dim: int, out_dim: int, cfg: FfnConfig, common) -> "FourierFeatureMLP":
+        return cls(in_dim, out_dim, common.layers, common.width, cfg.features, cfg.scale)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         projected = 2 * math.pi * coords @ self.frequencies.to(coords.dtype).T

@@ -17,6 +17,8 @@ gradient and the optimizer state stay in the module's precision, as Instant NGP 
 """
 
 import math
+import os
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,6 +28,36 @@ from nint_dist.models.mlp import relu_mlp
 HASH_PRIMES = (1, 2654435761, 805459861)  # dim 0's must stay 1 (the kernels assume it)
 BACKENDS = ("torch", "triton", "auto")
 TABLE_DTYPES = {"float32": None, "float16": torch.float16}
+
+
+@dataclass
+class HashGridConfig:
+    """``model.hashgrid``: the levels and tables of the encoding."""
+
+    levels: int = 16
+    """Number of resolution levels."""
+    log2_size: int = 19
+    """log2 of the entries per level's table."""
+    features: int = 2
+    """Features per entry."""
+    base_resolution: int = 16
+    """Grid points per axis at the coarsest level."""
+    max_resolution: int = 2048
+    """Grid points per axis at the finest level (about the signal's largest side)."""
+    backend: str = "torch"
+    """Encoding: torch (plain PyTorch), triton (fused kernels, CUDA; needs the triton package) or
+    auto (triton for CUDA tensors where it is installed, torch otherwise)."""
+    dtype: str = "float32"
+    """Precision table entries are read at; float16 halves the kernels' gather traffic, while
+    the parameter, its gradient and the optimizer state stay float32."""
+
+    def __post_init__(self):
+        if min(self.levels, self.log2_size, self.features, self.base_resolution, self.max_resolution) < 1:
+            raise ValueError(
+                "model.hashgrid.levels, log2_size, features, base_resolution and max_resolution"
+                " must be at least 1"
+            )
+        check_options(self.backend, self.dtype)
 
 
 class HashGrid(nn.Module):
@@ -59,6 +91,19 @@ class HashGrid(nn.Module):
         level_info = torch.tensor([[r, int(d)] for r, d in zip(self.resolutions, dense, strict=True)])
         self.register_buffer("level_info", level_info.to(torch.int32), persistent=False)
         self.mlp = relu_mlp(levels * features, out_dim, layers, width)
+
+    @classmethod
+    def from_config(cls, in_dim: int, out_dim: int, cfg: HashGridConfig, common) -> "HashGrid":
+        return cls(in_dim, out_dim, common.layers, common.width, cfg.levels, cfg.log2_size, cfg.features,
+                   cfg.base_resolution, cfg.max_resolution, cfg.backend, cfg.dtype)  # fmt: skip
+
+    @staticmethod
+    def check_device(cfg: HashGridConfig, device: str) -> None:
+        """ValueError where the backend cannot run on ``train.device``."""
+        if cfg.backend == "triton" and device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                "model.hashgrid.backend=triton needs a GPU; with train.device=cpu use torch or auto"
+            )
 
     def _indices(self, corner: torch.Tensor, resolution: int) -> torch.Tensor:
         """Table rows of integer corner coordinates [N, K, D] at one level: [N, K]."""
@@ -107,11 +152,11 @@ class HashGrid(nn.Module):
 def check_options(backend: str, table_dtype: str) -> None:
     """ValueError for a backend or table dtype the grid does not know, or triton missing."""
     if backend not in BACKENDS:
-        raise ValueError(f"model.hash_backend must be one of {list(BACKENDS)}, not {backend!r}")
+        raise ValueError(f"model.hashgrid.backend must be one of {list(BACKENDS)}, not {backend!r}")
     if table_dtype not in TABLE_DTYPES:
-        raise ValueError(f"model.hash_dtype must be one of {list(TABLE_DTYPES)}, not {table_dtype!r}")
+        raise ValueError(f"model.hashgrid.dtype must be one of {list(TABLE_DTYPES)}, not {table_dtype!r}")
     if backend == "triton":
         from nint_dist.models import hashgrid_triton
 
         if not hashgrid_triton.available():
-            raise ValueError("model.hash_backend=triton needs the triton package (pip install triton)")
+            raise ValueError("model.hashgrid.backend=triton needs the triton package (pip install triton)")

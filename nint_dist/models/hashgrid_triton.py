@@ -413,7 +413,7 @@ def encode(
     if not coords.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError(
             "the triton hash-grid backend runs on CUDA tensors (on a CPU only under TRITON_INTERPRET=1); "
-            "use model.hash_backend=torch or auto"
+            "use model.hashgrid.backend=torch or auto"
         )
     coords, tables = coords.contiguous(), tables.contiguous()
     if torch.compiler.is_compiling():  # no jvp rule then (torch.func.jvp is not compiled anyway)

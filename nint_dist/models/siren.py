@@ -1,10 +1,25 @@
 """SIREN (Sitzmann et al., 2020) with the reference code's initialisation."""
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass
+class SirenConfig:
+    """``model.siren``: the sine frequencies."""
+
+    w0: float = 30.0
+    """Frequency of the hidden sine layers."""
+    w0_initial: float = 30.0
+    """Frequency of the first sine layer."""
+
+    def __post_init__(self):
+        if not self.w0 > 0 or not self.w0_initial > 0:
+            raise ValueError("model.siren.w0 and model.siren.w0_initial must be positive")
 
 
 class Sine(nn.Module):
@@ -53,6 +68,10 @@ class Siren(nn.Module):
             if i < layers - 1:
                 modules.append(Sine(w0_initial if i == 0 else w0))
         self.net = nn.Sequential(*modules)
+
+    @classmethod
+    def from_config(cls, in_dim: int, out_dim: int, cfg: SirenConfig, common) -> "Siren":
+        return cls(in_dim, out_dim, common.layers, common.width, cfg.w0, cfg.w0_initial)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         *hidden, head = self.net

@@ -1,34 +1,46 @@
-"""Sampler registry: one dict from ``sampler.name`` to a builder taking the SamplerConfig."""
+"""Sampler registry: ``sampler.name`` → (sampler class, its config dataclass or None).
 
-from collections.abc import Callable
+A new sampler is one module (its class and, if it has options, a config dataclass beside it)
+plus one entry here: its options then appear as ``sampler.<name>.*`` (a dash in the name
+becomes an underscore) in validation, ``--help-config`` and saved configs with no other edit.
+Every sampler is built as ``Cls(cfg.sampler.<section>, cfg.sampler)`` (see ``Sampler``)."""
 
 from nint_dist.samplers.base import Sampler, Selection, SelectionContext
-from nint_dist.samplers.egra import Egra
-from nint_dist.samplers.error_map import ErrorMap
-from nint_dist.samplers.evos import Evos
-from nint_dist.samplers.expansive import Expansive
+from nint_dist.samplers.egra import Egra, EgraConfig
+from nint_dist.samplers.error_map import ErrorMap, ErrorMapConfig
+from nint_dist.samplers.evos import Evos, EvosConfig
+from nint_dist.samplers.expansive import Expansive, ExpansiveConfig
 from nint_dist.samplers.int_sampler import ErrorTopK
-from nint_dist.samplers.nint import Nint
-from nint_dist.samplers.nint_paper import NintPaper
+from nint_dist.samplers.nint import Nint, NintConfig
+from nint_dist.samplers.nint_paper import NintPaper, NintPaperConfig
 from nint_dist.samplers.simple import FullBatch, Uniform
-from nint_dist.samplers.soft import SoftMining
+from nint_dist.samplers.soft import SoftConfig, SoftMining
+from nint_dist.samplers.stratified import Stratified, StratifiedConfig
 
-SAMPLERS: dict[str, Callable[[object], Sampler]] = {
-    "full": lambda cfg: FullBatch(),
-    "uniform": Uniform,
-    "nint-paper": NintPaper,
-    "nint": Nint,
-    "int": ErrorTopK,
-    "egra": Egra,
-    "soft": SoftMining,
-    "evos": Evos,
-    "expansive": Expansive,
-    "error-map": ErrorMap,
+SAMPLERS: dict[str, tuple[type[Sampler], type | None]] = {
+    "full": (FullBatch, None),
+    "uniform": (Uniform, None),
+    "nint-paper": (NintPaper, NintPaperConfig),
+    "nint": (Nint, NintConfig),
+    "int": (ErrorTopK, None),
+    "egra": (Egra, EgraConfig),
+    "soft": (SoftMining, SoftConfig),
+    "evos": (Evos, EvosConfig),
+    "expansive": (Expansive, ExpansiveConfig),
+    "error-map": (ErrorMap, ErrorMapConfig),
+    "stratified": (Stratified, StratifiedConfig),
 }
 
 
+def section_name(name: str) -> str:
+    """The config section of a registered name: ``nint-paper`` → ``nint_paper``."""
+    return name.replace("-", "_")
+
+
 def build_sampler(cfg) -> Sampler:
-    return SAMPLERS[cfg.name](cfg)
+    """The sampler named ``cfg.name``, from its own section of ``cfg`` (the sampler section)."""
+    cls, options = SAMPLERS[cfg.name]
+    return cls(getattr(cfg, section_name(cfg.name)) if options is not None else None, cfg)
 
 
-__all__ = ["SAMPLERS", "Sampler", "Selection", "SelectionContext", "build_sampler"]
+__all__ = ["SAMPLERS", "Sampler", "Selection", "SelectionContext", "build_sampler", "section_name"]

@@ -109,7 +109,18 @@ class SelectionContext(Protocol):
 
 
 class Sampler:
-    """Base class: ``select`` is called once per step by every worker."""
+    """Base class: ``select`` is called once per step by every worker.
+
+    Every sampler is built as ``Cls(cfg, common)``: ``cfg`` is its own config section
+    (``sampler.<name>``, a dataclass defined beside the class; None for a sampler without
+    options) and ``common`` the keys every sampler shares (``sampler.ratio``, ``.interval``, …)."""
+
+    def __init__(self, cfg, common):
+        self.cfg, self.common = cfg, common
+
+    @classmethod
+    def check_config(cls, common) -> None:
+        """ValueError where the common keys do not suit this sampler (called by validation)."""
 
     def select(self, ctx: SelectionContext, step: int) -> Selection:
         raise NotImplementedError
@@ -125,15 +136,15 @@ class ScheduledSampler(Sampler):
     """A sampler that draws a new selection when ``sampler.interval`` says so and reuses its last
     one in between, with the size set by the ratio schedule at the step of the draw."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg, common):
+        super().__init__(cfg, common)
         self.last: Selection | None = None
 
     def select(self, ctx: SelectionContext, step: int) -> Selection:
-        cfg = self.cfg
-        if self.last is None or reselect_at(cfg.interval, step, ctx.total_steps):
+        common = self.common
+        if self.last is None or reselect_at(common.interval, step, ctx.total_steps):
             count = num_selected(
-                ratio_at(cfg.ratio_schedule, cfg.ratio, step, ctx.total_steps), ctx.num_points
+                ratio_at(common.ratio_schedule, common.ratio, step, ctx.total_steps), ctx.num_points
             )
             self.last = self.draw(ctx, step, count)
         return self.last

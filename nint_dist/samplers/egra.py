@@ -11,7 +11,7 @@ replacement with probability ∝ weight. Plain MSE on the draw.
 Exact for any worker count: the shift of pixel i and the draw's key of pixel i are hashes of
 (seed, step, i), the draw is an Efraimidis–Spirakis top-k through the exact global top-k, and
 the edge map of a shard is computed on its rows plus a halo of the neighbours' rows. Where this
-differs from OpenCV on purpose: hysteresis follows a weak edge at most ``edge_hysteresis_px``
+differs from OpenCV on purpose: hysteresis follows a weak edge at most ``hysteresis_px``
 pixels from a strong one (a local operator, so a shard plus a finite halo sees exactly what one
 process sees); OpenCV follows it without bound.
 
@@ -20,6 +20,7 @@ functions of [rows, W] tensors.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -147,16 +148,38 @@ def shifted_band(ctx: SelectionContext, edges_flat: torch.Tensor, step: int) -> 
     return band
 
 
+@dataclass
+class EgraConfig:
+    """``sampler.egra``: the edge map and the weights of the draw."""
+
+    edge_low: float = 30.0
+    """Canny's low threshold on the 8-bit grey image's L1 Sobel magnitude."""
+    edge_high: float = 40.0
+    """Canny's high threshold (same units)."""
+    hysteresis_px: int = 16
+    """How far (in pixels) Canny's hysteresis follows a weak edge from a strong one."""
+    edge_prob: float = 0.0025
+    """Weight of an edge-band pixel on top of the base weight (the ports' p_e)."""
+    base_prob: float = 0.0064
+    """Base weight of every pixel, times (1 − edge_prob) (the ports' B_ref / N_ref)."""
+
+    def __post_init__(self):
+        if self.hysteresis_px < 0:
+            raise ValueError("sampler.egra.hysteresis_px must be >= 0")
+        if not 0.0 <= self.edge_prob <= 1.0 or self.base_prob < 0:
+            raise ValueError("sampler.egra.edge_prob must be in [0, 1] and sampler.egra.base_prob >= 0")
+
+
 class Egra(ScheduledSampler):
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg: EgraConfig, common):
+        super().__init__(cfg, common)
         self.edges: torch.Tensor | None = None  # recomputed after a resume (a function of the signal)
 
     def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
         cfg = self.cfg
         if self.edges is None:
-            edges, own = canny_local(ctx, cfg.edge_low, cfg.edge_high, cfg.edge_hysteresis_px)
+            edges, own = canny_local(ctx, cfg.edge_low, cfg.edge_high, cfg.hysteresis_px)
             self.edges = edges[own].reshape(-1)
         band = shifted_band(ctx, self.edges, step).to(torch.float64)
-        weights = cfg.egra_edge_prob * band + (1.0 - cfg.egra_edge_prob) * cfg.egra_base_prob
+        weights = cfg.edge_prob * band + (1.0 - cfg.edge_prob) * cfg.base_prob
         return Selection.from_parts(weighted=ctx.weighted_picks(weights, count, None, step, SALT_DRAW))

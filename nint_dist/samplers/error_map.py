@@ -7,12 +7,12 @@ training forward pass already measures the residual of every sample it trains on
 this sampler keeps those residuals in a coarse map and draws the next batch from it:
 
 - the grid is cut into tiles (``tile_side`` grid points per axis; by default chosen so that a
-  uniform batch lands about ``map_samples_per_tile`` samples in each tile per step);
+  uniform batch lands about ``samples_per_tile`` samples in each tile per step);
 - each tile holds a running mean of the residuals trained in it (mean_c |f − y|), updated
-  only when the tile is trained on: ``S ← γ·S + Σ e``, ``C ← γ·C + n`` (γ = ``map_decay``),
+  only when the tile is trained on: ``S ← γ·S + Σ e``, ``C ← γ·C + n`` (γ = ``decay``),
   estimate S / C; a tile never trained on reads the mean residual of the latest batch;
-- a step draws k coordinates from the mixture ``map_uniform_share`` · uniform +
-  (1 − ``map_uniform_share``) · (tile ∝ size · estimate^``map_power``): each tile gets its
+- a step draws k coordinates from the mixture ``uniform_share`` · uniform +
+  (1 − ``uniform_share``) · (tile ∝ size · estimate^``power``): each tile gets its
   expected count rounded up or down (systematic sampling), at uniform positions inside it
   (a coordinate may come twice).
 
@@ -22,7 +22,7 @@ the error corrects itself, unlike a per-coordinate cache, which was most wrong e
 it had just been trained (BENCHMARKS.md, "Levers measured on the CPU that did not pay").
 The uniform share keeps every tile visited.
 
-With ``map_weighting=importance`` each sample's loss is weighted by (1/N) / q(x) (the draw's
+With ``weighting=importance`` each sample's loss is weighted by (1/N) / q(x) (the draw's
 density against uniform), so the expected gradient is the full signal's; ``none`` trains on the
 plain mean, favouring the hard regions as NINT does.
 
@@ -32,6 +32,7 @@ comes from the (seed, step) generator.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -40,6 +41,39 @@ from nint_dist.schedules import num_selected, ratio_at
 from nint_dist.selection import step_generator
 
 SALT_DRAW = 0x3A9E
+
+
+@dataclass
+class ErrorMapConfig:
+    """``sampler.error_map``: the tiles of the map and the draw from it."""
+
+    tile_side: int = 0
+    """Grid points per tile along each axis; 0 sizes tiles from the ratio so that a uniform
+    batch puts about samples_per_tile samples in each."""
+    samples_per_tile: float = 4.0
+    """Samples per tile per step that the automatic tile size aims at."""
+    decay: float = 0.5
+    """Weight of a tile's earlier residuals each time it is trained on again."""
+    power: float = 1.0
+    """Tiles are drawn in proportion to size · (mean residual)^power."""
+    uniform_share: float = 0.5
+    """Share of the draw that is uniform over all coordinates."""
+    weighting: str = "none"
+    """'none' (plain mean over the draw) or 'importance' (each sample's loss weighted by its
+    uniform density over its draw density: an unbiased full-signal gradient)."""
+
+    def __post_init__(self):
+        if self.tile_side < 0 or self.samples_per_tile <= 0 or not 0.0 <= self.decay <= 1.0:
+            raise ValueError(
+                "sampler.error_map.tile_side must be >= 0, sampler.error_map.samples_per_tile > 0"
+                " and sampler.error_map.decay in [0, 1]"
+            )
+        if self.power < 0 or not 0.0 <= self.uniform_share <= 1.0:
+            raise ValueError(
+                "sampler.error_map.power must be >= 0 and sampler.error_map.uniform_share in [0, 1]"
+            )
+        if self.weighting not in ("none", "importance"):
+            raise ValueError("sampler.error_map.weighting must be 'none' or 'importance'")
 
 
 def tile_sides(grid: tuple[int, ...], ratio: float, samples_per_tile: float) -> tuple[int, ...]:
@@ -144,8 +178,8 @@ class ErrorMap(Sampler):
     observes = True
     """The worker hands this sampler the residuals of every trained sample (``observe``)."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg: ErrorMapConfig, common):
+        super().__init__(cfg, common)
         self.sums: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
         self.prior: torch.Tensor | None = None
@@ -159,7 +193,7 @@ class ErrorMap(Sampler):
         if self.cfg.tile_side > 0:
             self.sides = tuple(min(self.cfg.tile_side, size) for size in grid)
         else:
-            self.sides = tile_sides(grid, self.cfg.ratio, self.cfg.map_samples_per_tile)
+            self.sides = tile_sides(grid, self.common.ratio, self.cfg.samples_per_tile)
         self.sizes = tile_sizes(grid, self.sides, self.device)
         if self.sums is None or self.sums.numel() != self.sizes.numel():
             self.sums = torch.zeros_like(self.sizes)
@@ -175,17 +209,18 @@ class ErrorMap(Sampler):
         return torch.where(seen, self.sums / self.counts.clamp_min(1e-300), self.prior)
 
     def select(self, ctx: SelectionContext, step: int) -> Selection:
-        cfg = self.cfg
+        cfg, common = self.cfg, self.common
         if self.sides is None:
             self._setup(ctx)
         grid = tuple(ctx.spec.grid)
-        count = num_selected(ratio_at(cfg.ratio_schedule, cfg.ratio, step, ctx.total_steps), ctx.num_points)
-        probabilities = tile_probabilities(self.estimate(), self.sizes, cfg.map_uniform_share, cfg.map_power)
+        ratio = ratio_at(common.ratio_schedule, common.ratio, step, ctx.total_steps)
+        count = num_selected(ratio, ctx.num_points)
+        probabilities = tile_probabilities(self.estimate(), self.sizes, cfg.uniform_share, cfg.power)
         generator = step_generator(ctx.seed + SALT_DRAW, step, self.device)
         tiles, positions = draw_from_tiles(probabilities, count, generator, len(grid))
         flat, order = torch.sort(point_in_tile(tiles, positions, grid, self.sides), stable=True)
         weights = None
-        if cfg.map_weighting == "importance":
+        if cfg.weighting == "importance":
             density = probabilities[tiles[order]] / self.sizes[tiles[order]]  # per grid point
             weights = 1.0 / (ctx.num_points * density)
         return Selection(flat, {"map": count}, weights)
@@ -197,7 +232,7 @@ class ErrorMap(Sampler):
             self._setup(ctx)
         errors = errors.detach().to(self.device, torch.float64)
         tiles = tile_of(indices.to(self.device), tuple(ctx.spec.grid), self.sides)
-        update_map(self.sums, self.counts, tiles, errors, self.cfg.map_decay)
+        update_map(self.sums, self.counts, tiles, errors, self.cfg.decay)
         if errors.numel():
             self.prior = errors.mean()
 

@@ -19,12 +19,34 @@ N before the full-batch step (the port reuses that step's forward), a small extr
 ~70 steps.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 from nint_dist.samplers.base import Sampler, Selection, SelectionContext
 from nint_dist.samplers.egra import grey_luma, image_rows, laplacian, local_block
 from nint_dist.schedules import ratio_at
 from nint_dist.selection import isin_sorted
+
+
+@dataclass
+class EvosConfig:
+    """``sampler.evos``: the fitness schedule, the mutation share and the crossover ranking."""
+
+    interval_start: int = 100
+    """Steps between fitness evaluations at the start; falls linearly to interval_end."""
+    interval_end: int = 50
+    """Steps between fitness evaluations at the end."""
+    mutation: float = 0.5
+    """Mutation share of every batch, as a fraction of the initial ratio (m = this * ratio)."""
+    lap_weight: float = 1e-5
+    """Weight of the Laplacian error in the crossover ranking (8-bit units)."""
+
+    def __post_init__(self):
+        if self.interval_end < 1 or self.interval_start < self.interval_end:
+            raise ValueError("sampler.evos.interval_start must be >= sampler.evos.interval_end >= 1")
+        if not 0.0 <= self.mutation < 1.0:
+            raise ValueError("sampler.evos.mutation must be in [0, 1)")
 
 
 def fitness_interval(t: int, total_steps: int, start: int, end: int) -> int:
@@ -55,15 +77,15 @@ def fitness_maps(ctx: SelectionContext, lap_weight: float) -> tuple[torch.Tensor
 
 
 class Evos(Sampler):
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg: EvosConfig, common):
+        super().__init__(cfg, common)
         self.elite: torch.Tensor | None = None
         self.fitness: torch.Tensor | None = None
 
     def crossover(self, ctx: SelectionContext, ratio: float) -> None:
         cfg = self.cfg
-        m = cfg.evos_mutation * cfg.ratio
-        e, q = fitness_maps(ctx, cfg.evos_lap_weight)
+        m = cfg.mutation * self.common.ratio
+        e, q = fitness_maps(ctx, cfg.lap_weight)
         n = num_elite(ratio, m, ctx.num_points)
         top_e = ctx.global_topk(e, n)
         top_q = ctx.global_topk(q, n)
@@ -79,15 +101,13 @@ class Evos(Sampler):
         self.fitness = e
 
     def select(self, ctx: SelectionContext, step: int) -> Selection:
-        cfg = self.cfg
+        cfg, common = self.cfg, self.common
         t = step + 1
-        ratio = ratio_at(cfg.ratio_schedule, cfg.ratio, step, ctx.total_steps)
-        if self.elite is None or is_fitness_step(
-            t, ctx.total_steps, cfg.evos_interval_start, cfg.evos_interval_end
-        ):
+        ratio = ratio_at(common.ratio_schedule, common.ratio, step, ctx.total_steps)
+        if self.elite is None or is_fitness_step(t, ctx.total_steps, cfg.interval_start, cfg.interval_end):
             self.crossover(ctx, ratio)
             return Selection.from_parts(fitness=ctx.arange())
-        m = cfg.evos_mutation * cfg.ratio
+        m = cfg.mutation * common.ratio
         take = min(int((ratio - m) * ctx.num_points), ctx.num_points)
         if take <= self.elite.numel():
             kept = self.elite[self.elite.numel() - take :]

@@ -5,7 +5,7 @@ Once, an anchor set of content-aware pixels: τ = Otsu threshold of the 8-bit gr
 Canny edges with low 0.5·τ and high θ·τ, where θ starts at 1 and is multiplied by
 1 + 15·(a − α) while the edge area a is outside [0.8α, 1.2α] (at most 100 tries); a 2×2
 dilation; if the area then exceeds α, randomly chosen anchors are switched off until
-floor(α·N) remain. α = ``expansive_anchor`` · r0 (0.5·r0 in the port). Every re-selection trains
+floor(α·N) remain. α = ``anchor`` · r0 (0.5·r0 in the port). Every re-selection trains
 on all anchors plus k_t − |anchors| pixels drawn uniformly from the rest; plain MSE.
 
 Exact for any worker count: Otsu's histogram and every edge area are all-reduced sums, the edge
@@ -15,6 +15,7 @@ the original NeRF method's expansion weights are not used, as in the INR port.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,22 @@ from nint_dist.selection import index_uniforms
 
 SALT_ANCHOR = 0xE9A1
 MAX_TRIES = 100
+
+
+@dataclass
+class ExpansiveConfig:
+    """``sampler.expansive``: the anchor set."""
+
+    anchor: float = 0.5
+    """Anchor (edge) area as a fraction of the initial ratio."""
+    hysteresis_px: int = 16
+    """How far (in pixels) Canny's hysteresis follows a weak edge from a strong one."""
+
+    def __post_init__(self):
+        if not 0.0 <= self.anchor <= 1.0 or self.hysteresis_px < 0:
+            raise ValueError(
+                "sampler.expansive.anchor must be in [0, 1] and sampler.expansive.hysteresis_px >= 0"
+            )
 
 
 def otsu_threshold(histogram: torch.Tensor) -> float:
@@ -51,9 +68,9 @@ def dilate_2x2(edges: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(padded, 2, 1)[0, 0] > 0
 
 
-def anchor_mask(ctx: SelectionContext, cfg, area: float) -> torch.Tensor:
+def anchor_mask(ctx: SelectionContext, hysteresis_px: int, area: float) -> torch.Tensor:
     """This worker's anchor pixels before trimming: bool [n_local]. Collective."""
-    halo = cfg.edge_hysteresis_px + 3
+    halo = hysteresis_px + 3
     rows = image_rows(ctx, ctx.local_values(predicted=False))
     grey_rows = grey_8bit(rows)
     block, own = local_block(ctx, grey_rows, halo)
@@ -61,7 +78,7 @@ def anchor_mask(ctx: SelectionContext, cfg, area: float) -> torch.Tensor:
     tau = otsu_threshold(ctx.global_sum(hist))
     theta = 1.0
     for _ in range(MAX_TRIES):
-        edges = canny(block, 0.5 * tau, theta * tau, cfg.edge_hysteresis_px)
+        edges = canny(block, 0.5 * tau, theta * tau, hysteresis_px)
         found = float(ctx.global_sum(edges[own].sum().to(torch.float64))) / ctx.num_points
         if 0.8 * area <= found <= 1.2 * area:
             break
@@ -71,13 +88,13 @@ def anchor_mask(ctx: SelectionContext, cfg, area: float) -> torch.Tensor:
 
 
 class Expansive(ScheduledSampler):
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg: ExpansiveConfig, common):
+        super().__init__(cfg, common)
         self.anchors: torch.Tensor | None = None
 
     def build_anchors(self, ctx: SelectionContext) -> torch.Tensor:
-        area = self.cfg.expansive_anchor * self.cfg.ratio
-        mask = anchor_mask(ctx, self.cfg, area)
+        area = self.cfg.anchor * self.common.ratio
+        mask = anchor_mask(ctx, self.cfg.hysteresis_px, area)
         total = int(ctx.global_sum(mask.sum().to(torch.float64)))
         lo, hi = ctx.local_range()
         keys = index_uniforms(ctx.seed, 0, SALT_ANCHOR, torch.arange(lo, hi, device=mask.device))

@@ -36,12 +36,39 @@ with ``pool_factor=0``, the pool is the whole signal and the sampler ranks all N
 """
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from nint_dist.samplers.base import Selection, SelectionContext
-from nint_dist.samplers.nint_paper import NintPaper
+from nint_dist.samplers.nint_paper import NintPaper, NintPaperConfig
 from nint_dist.selection import first_rows, isin_sorted
+
+
+@dataclass
+class NintConfig(NintPaperConfig):
+    """``sampler.nint``: the NTK schedule and shares of ``nint-paper`` (its own copy), and the pool."""
+
+    KEY: ClassVar[str] = "sampler.nint"
+
+    pool_factor: float = 3.0
+    """Residuals are ranked over a fresh uniform pool of about pool_factor·k coordinates per
+    re-selection (k = the batch size); 0 ranks all N, as nint-paper does."""
+    ntk_max_points: int = 1_000_000
+    """Signals with more coordinates than this skip the NTK share (the pool's residual ranking
+    only): there the NTK scores cost several training steps and help a few early ones."""
+    score_precision: str = "full"
+    """Precision of the residual ranking on GPUs (training keeps its own): 'full' (the training
+    dtype), 'tf32' (TensorFloat-32 matrix products) or 'half' (float16 autocast); ignored on
+    CPUs."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pool_factor < 0 or self.score_precision not in ("full", "tf32", "half"):
+            raise ValueError(
+                f"{self.KEY}.pool_factor must be >= 0 and {self.KEY}.score_precision full, tf32 or half"
+            )
 
 
 class Nint(NintPaper):

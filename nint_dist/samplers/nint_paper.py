@@ -3,7 +3,7 @@
 Per re-selection (call counter c, starting at 1):
 - at c = 1 and whenever c % period == 0 the NTK share is recomputed; with the reference
   code's operator precedence it is ``ntk_share · exp(floor(−decay · c / period))``
-  (``ntk_share_rule="code"``; ``"paper"`` gives ``ntk_share · exp(−decay · c / period)``).
+  (``share_rule="code"``; ``"paper"`` gives ``ntk_share · exp(−decay · c / period)``).
   If the share is at least ``ntk_cutoff`` the NTK scores are recomputed and the top
   int(n · share) kept; below it scoring stops and the first int(n · share) cached picks remain;
 - between refreshes the cached NTK picks are reused unchanged;
@@ -19,15 +19,55 @@ code's own choices step for step (tests/test_reference_code.py).
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from nint_dist.samplers.base import ScheduledSampler, Selection, SelectionContext
 
+NTK_SCORES = ("paper", "reference-code")
 
-def ntk_share_at(call: int, cfg) -> float:
+
+@dataclass
+class NintPaperConfig:
+    """``sampler.nint_paper``: the reference sampler's NTK schedule and shares."""
+
+    KEY: ClassVar[str] = "sampler.nint_paper"
+
+    random_share: float = 0.7
+    """Share of uniform random picks."""
+    ntk_share: float = 0.3
+    """Initial NTK share before decay."""
+    ntk_decay: float = 1.0
+    """Decay rate lambda of the NTK share."""
+    ntk_period: int = 10
+    """Re-selections between NTK refreshes (alpha)."""
+    ntk_cutoff: float = 1e-3
+    """NTK scoring stops for good once the share falls below this."""
+    share_rule: str = "code"
+    """How the NTK share decays: 'code' (the reference code's floor-division precedence) or
+    'paper'."""
+    ntk_score: str = "paper"
+    """What the NTK share ranks. 'paper': ‖(J Jᵀ r)_i‖², the paper's rule; 'reference-code':
+    ‖f(x_i)‖², what the authors' code computes (it keeps the primal output of its JVP) and what
+    produced the paper's tables."""
+
+    def __post_init__(self):
+        key = self.KEY
+        if self.ntk_period < 1:
+            raise ValueError(f"{key}.ntk_period must be positive")
+        if not 0.0 <= self.random_share <= 1.0 or not 0.0 <= self.ntk_share <= 1.0:
+            raise ValueError(f"{key}.random_share and {key}.ntk_share must be in [0, 1]")
+        if self.share_rule not in ("code", "paper"):
+            raise ValueError(f"{key}.share_rule must be 'code' or 'paper'")
+        if self.ntk_score not in NTK_SCORES:
+            raise ValueError(f"{key}.ntk_score must be one of {NTK_SCORES}, not {self.ntk_score!r}")
+
+
+def ntk_share_at(call: int, cfg: NintPaperConfig) -> float:
     """NTK share at re-selection number ``call`` (from 1)."""
-    if cfg.ntk_share_rule == "code":
+    if cfg.share_rule == "code":
         exponent = math.floor(-cfg.ntk_decay * call / cfg.ntk_period)  # Python's (-λ·c) // α
     else:
         exponent = -cfg.ntk_decay * call / cfg.ntk_period
@@ -38,13 +78,13 @@ NTK_RANKINGS: dict[str, Callable[[SelectionContext, torch.Tensor | None], torch.
     "paper": lambda ctx, rows: ctx.ntk_scores() if rows is None else ctx.ntk_scores_at(rows),
     "reference-code": lambda ctx, rows: ctx.output_sq_norms(rows),
 }
-"""``sampler.ntk_score`` → local scores of the whole shard (rows None) or of some of its rows.
+"""``ntk_score`` → local scores of the whole shard (rows None) or of some of its rows.
 ``paper`` is collective (v = Jᵀr is summed over workers); ``reference-code`` is local."""
 
 
 class NintPaper(ScheduledSampler):
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg: NintPaperConfig, common):
+        super().__init__(cfg, common)
         self.calls = 0
         self.ntk_share = 0.0
         self.ntk_cache = torch.empty(0, dtype=torch.int64)
@@ -70,7 +110,7 @@ class NintPaper(ScheduledSampler):
         return self.ntk_cache[:count]
 
     def ntk_ranking(self, ctx: SelectionContext, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """The NTK share's local scores under ``sampler.ntk_score``. Collective for ``paper``."""
+        """The NTK share's local scores under ``ntk_score``. Collective for ``paper``."""
         return NTK_RANKINGS[self.cfg.ntk_score](ctx, rows)
 
     def num_residual(self, count: int, ntk: torch.Tensor) -> int:

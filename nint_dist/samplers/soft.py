@@ -22,6 +22,7 @@ port reads them off the training pass — the same numbers, at the cost of one m
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -32,6 +33,30 @@ from nint_dist.selection import step_generator
 
 SALT_MOVE, SALT_REINIT = 0x50F1, 0x50F2
 ERROR_FLOOR = 2.0**-10
+
+
+@dataclass
+class SoftConfig:
+    """``sampler.soft``: the importance correction and the particles' moves."""
+
+    alpha: float = 0.6
+    """Final exponent of the importance correction (1 / error)^alpha; 0 is hard mining."""
+    warmup: int = 1000
+    """Steps over which the exponent ramps from 0 (rho_t = min(t / warmup, alpha))."""
+    explore_share: float = 0.1
+    """Share of particles moved to fresh uniform positions every step."""
+    reinit_share: float = 0.1
+    """Share of lowest-loss particles re-drawn from the edge density every step."""
+    drift: float = 20.0
+    """Langevin step size a on the gradient of the log loss (positions in [0, 1])."""
+    noise: float = 0.02
+    """Langevin noise scale b (positions in [0, 1])."""
+
+    def __post_init__(self):
+        if not 0.0 <= self.explore_share <= 1.0 or not 0.0 <= self.reinit_share <= 1.0:
+            raise ValueError("sampler.soft.explore_share and sampler.soft.reinit_share must be in [0, 1]")
+        if self.alpha < 0 or self.warmup < 0 or self.noise < 0:
+            raise ValueError("sampler.soft.alpha, sampler.soft.warmup and sampler.soft.noise must be >= 0")
 
 
 def soft_weights(errors: torch.Tensor, rho: float) -> torch.Tensor:
@@ -59,12 +84,17 @@ def flat_to_positions(flat: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor
 
 
 class SoftMining(Sampler):
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg: SoftConfig, common):
+        super().__init__(cfg, common)
         self.positions: torch.Tensor | None = None
         self.loss = torch.empty(0, dtype=torch.float64)
         self.drift = torch.empty(0, dtype=torch.float64)
         self.density: torch.Tensor | None = None
+
+    @classmethod
+    def check_config(cls, common) -> None:
+        if common.ratio_schedule != "constant":
+            raise ValueError("sampler.name=soft keeps a fixed population; use ratio_schedule=constant")
 
     def edge_density(self, ctx: SelectionContext) -> torch.Tensor:
         """Sobel magnitude of the grey image / its maximum, clipped to [1e-5, 1] (uniform for
@@ -82,13 +112,13 @@ class SoftMining(Sampler):
     def move(self, ctx: SelectionContext, step: int, generator: torch.Generator) -> None:
         cfg, pos = self.cfg, self.positions
         count = pos.shape[0]
-        pos += cfg.soft_drift * self.drift + cfg.soft_noise * torch.randn(
+        pos += cfg.drift * self.drift + cfg.noise * torch.randn(
             pos.shape, generator=generator, dtype=pos.dtype
         )
-        num_low = math.floor(cfg.soft_reinit_share * count)
+        num_low = math.floor(cfg.reinit_share * count)
         kth = torch.sort(self.loss).values[min(num_low, count - 1)]
         bad = ((pos < 0) | (pos > 1)).any(dim=1) | (self.loss <= kth)
-        num_explore = math.floor(cfg.soft_explore_share * count)
+        num_explore = math.floor(cfg.explore_share * count)
         if num_explore:
             pos[count - num_explore :] = torch.rand(
                 (num_explore, pos.shape[1]), generator=generator, dtype=pos.dtype
@@ -104,7 +134,7 @@ class SoftMining(Sampler):
         cfg, grid = self.cfg, ctx.spec.grid
         generator = step_generator(ctx.seed + SALT_MOVE, step)
         if self.positions is None:
-            count = num_selected(cfg.ratio, ctx.num_points)
+            count = num_selected(self.common.ratio, ctx.num_points)
             self.positions = torch.rand((count, len(grid)), generator=generator, dtype=torch.float64)
         else:
             self.move(ctx, step, generator)
@@ -114,7 +144,7 @@ class SoftMining(Sampler):
         stats = measured.to(torch.float64).cpu()
         # targets live in [0, 1]; the port's errors are in [−1, 1] units, twice as large
         errors, losses, grad_x = 2.0 * stats[:, 0], stats[:, 1], stats[:, 2:]
-        weights = soft_weights(errors, min(step / max(cfg.soft_warmup, 1), cfg.soft_alpha))
+        weights = soft_weights(errors, min(step / max(cfg.warmup, 1), cfg.alpha))
         extent = torch.tensor([hi - lo for lo, hi in ctx.spec.domain], dtype=torch.float64)
         self.drift = grad_x * extent / (count * losses.clamp_min(1e-30))[:, None]
         self.loss = losses

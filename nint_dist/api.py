@@ -81,9 +81,17 @@ class Run:
 
     @property
     def config(self):
-        from nint_dist.config import load_config
+        """The config as given (file + overrides); what it resolved to is :attr:`plan`."""
+        from nint_dist.plan import read_run_files
 
-        return load_config(self.dir / "config.yaml", [])
+        return read_run_files(self.dir)[0]
+
+    @property
+    def plan(self):
+        """plan.json: the signal store, workers, backend, device and rows per worker it ran with."""
+        from nint_dist.plan import read_run_files
+
+        return read_run_files(self.dir)[1]
 
     @property
     def model(self) -> "INR":
@@ -133,16 +141,17 @@ class INR:
         self.module.to(torch.device(device))
         return self
 
-    def _chunk(self) -> int:
-        return self.config.sampler.pass_size_on(self.device.type)
+    def _pass_size(self) -> int:
+        return self.config.log.eval_pass_size_on(self.device.type)
 
     @torch.no_grad()
     def predict_unit(self, coords: torch.Tensor) -> torch.Tensor:
-        """Raw outputs (targets map [value_range] onto [0, 1]) for coordinates [N, D], chunk by chunk."""
+        """Raw outputs (targets map [value_range] onto [0, 1]) for coordinates [N, D], pass by pass
+        (``log.eval_pass_size`` coordinates each)."""
         from nint_dist.scoring import predict
 
         coords = coords.to(self.device, self.dtype)
-        return predict(self.module, lambda lo, hi: coords[lo:hi], coords.shape[0], self._chunk())
+        return predict(self.module, lambda lo, hi: coords[lo:hi], coords.shape[0], self._pass_size())
 
     def __call__(self, coords) -> np.ndarray:
         """Values [N, C] at coordinates [N, D] (NumPy or torch)."""
@@ -173,9 +182,8 @@ class INR:
 def load(run_dir: str | Path, device: str | torch.device | None = None) -> INR:
     """The INR of a run directory (its newest intact checkpoint), on ``device`` (default: a GPU
     when there is one, else the CPU)."""
-    from nint_dist.render import load_model
+    from nint_dist.devices import resolve_device
+    from nint_dist.render import load_run
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    run_dir = Path(run_dir)
-    module, cfg, spec, dtype = load_model(run_dir, device)
-    return INR(module, spec, cfg, dtype, run_dir)
+    run = load_run(run_dir, resolve_device(device, "device"))
+    return INR(run.model, run.spec, run.cfg, run.dtype, run.dir)

@@ -24,6 +24,15 @@ def step_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
+def step_of(folder: Path) -> int:
+    """The step a checkpoint folder holds, read from its name (``step_NNNNNN``): what the driver
+    needs to say where a run resumes, without loading the state."""
+    found = _NAME.match(Path(folder).name)
+    if found is None:
+        raise ValueError(f"{folder} is not a checkpoint folder (step_NNNNNN)")
+    return int(found.group(1))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -119,18 +119,17 @@ def _size(num_bytes: float) -> str:
     raise AssertionError
 
 
-def memory_estimate(cfg, spec, stored_itemsize: int, device_type: str) -> dict[str, float]:
-    """Rough bytes per worker: its shard of the signal in the stored dtype, the parameters with
-    their gradients and Adam's two moments, and the activations of one training pass and one
-    scoring chunk (inputs and outputs of every layer, kept for the backward or forward-mode pass)."""
+def memory_estimate(cfg, spec, stored_itemsize: int, device_type: str, rows: tuple) -> dict[str, float]:
+    """Rough bytes per worker: the largest of the plan's ``rows`` of the signal in the stored
+    dtype, the parameters with their gradients and Adam's two moments, and the activations of one
+    training pass and one scoring pass (inputs and outputs of every layer, kept for the backward
+    or forward-mode pass)."""
     import torch
 
     from nint_dist.models import build_model
-    from nint_dist.signal import shard_rows
 
-    workers = cfg.train.workers
-    rows = max(hi - lo for lo, hi in (shard_rows(spec, workers, r) for r in range(workers)))
-    shard = rows * spec.points_per_row * spec.channels * stored_itemsize
+    workers = len(rows)
+    shard = max(hi - lo for lo, hi in rows) * spec.points_per_row * spec.channels * stored_itemsize
     with torch.device("meta"):
         params = sum(p.numel() for p in build_model(len(spec.grid), spec.channels, cfg.model).parameters())
     value_bytes = 8 if cfg.train.dtype == "float64" else 4
@@ -140,47 +139,31 @@ def memory_estimate(cfg, spec, stored_itemsize: int, device_type: str) -> dict[s
         "signal shard": shard,
         "model, gradients, Adam": 4 * params * value_bytes,
         "training activations": 3 * batch * layer_width,
-        "scoring chunk": 4 * cfg.sampler.pass_size_on(device_type) * layer_width,
+        "scoring pass": 4 * cfg.sampler.pass_size_on(device_type) * layer_width,
     }
 
 
 def plan(config_path: str | None, overrides: list[str]) -> str:
-    """What ``nint fit`` would do, checked as far as it can be without writing anything."""
-    from pathlib import Path
-
-    import numpy as np
-
+    """What ``nint fit`` would do: the plan it resolves (by the same function, without starting
+    Ray), checked as far as it can be without writing anything."""
     from nint_dist import launch
     from nint_dist.config import load_config
-    from nint_dist.signal import open_signal, shard_rows
 
     cfg = load_config(config_path, overrides)
-    launch.place(cfg)
-    run_dir = Path(cfg.run.dir)
-    resuming = (run_dir / "config.yaml").exists()
-    if resuming:
-        previous = load_config(run_dir / "config.yaml", [])
-        array, spec = open_signal(previous.data.path)
-        itemsize = np.dtype(array.dtype).itemsize
-    else:
-        launch.check_run_dir_free(run_dir)
-        array, spec = launch.resolve_signal(cfg)
-        if array is None:
-            array = open_signal(cfg.data.path)[0]
-        itemsize = np.dtype(array.dtype).itemsize
-    workers = cfg.train.workers
-    shards = [shard_rows(spec, workers, r) for r in range(workers)]
-    gpus = 0 if cfg.train.device == "cpu" else launch.visible_gpus(cfg)
-    use_gpu = cfg.train.device == "cuda" or gpus > 0
-    device_type = "cuda" if use_gpu else "cpu"
-    where = launch.device_of(cfg, use_gpu) if use_gpu else "cpu"
-    rows_text = ", ".join(f"{lo}:{hi}" for lo, hi in shards[:8]) + (" …" if workers > 8 else "")
-    memory = memory_estimate(cfg, spec, itemsize, device_type)
+    resolved = launch.resolve(cfg, connect=False)
+    run, spec = resolved.plan, resolved.spec
+    rows_text = ", ".join(f"{lo}:{hi}" for lo, hi in run.rows[:8]) + (" …" if run.workers > 8 else "")
+    memory = memory_estimate(cfg, spec, resolved.dtype.itemsize, run.device, run.rows)
     k = max(1, round(cfg.sampler.ratio * spec.num_points))
+    signal = run.signal if run.signal == run.source else f"{run.signal} (from {run.source})"
+    if resolved.resuming:
+        state = f"  (holds a run: it would be resumed from step {run.resume_step})"
+    else:
+        state = "  (new)"
     lines = [
-        f"signal:    {cfg.data.path}  ({spec.kind}, grid {'x'.join(map(str, spec.grid))}, {spec.channels}"
-        f" channel(s), {spec.num_points:,} points, {np.dtype(array.dtype).name})",
-        f"workers:   {workers} on {where}, backend {cfg.run.backend}",
+        f"signal:    {signal}  ({spec.kind}, grid {'x'.join(map(str, spec.grid))}, {spec.channels}"
+        f" channel(s), {spec.num_points:,} points, {resolved.dtype.name})",
+        f"workers:   {run.workers} on {launch.device_words(run)}, backend {run.backend}",
         f"shards:    rows {rows_text} (whole chunks of {spec.chunk_rows} rows)",
         f"model:     {cfg.model.name} {cfg.model.layers}x{cfg.model.width}, {cfg.train.dtype}",
         f"sampler:   {cfg.sampler.name}, {k:,} points per step ({cfg.sampler.ratio:g} of all),"
@@ -188,20 +171,18 @@ def plan(config_path: str | None, overrides: list[str]) -> str:
         f"memory:    about {_size(sum(memory.values()))} per worker ("
         + ", ".join(f"{name} {_size(b)}" for name, b in memory.items())
         + ")",
-        f"run.dir:   {run_dir}" + ("  (holds a run: it would be resumed)" if resuming else "  (new)"),
+        f"run.dir:   {run.run_dir}{state}",
         "dry run: nothing was written",
     ]
     return "\n".join(lines)
 
 
 def print_config(config_path: str | None, overrides: list[str]) -> str:
-    """The config as the run would record it: file + overrides, checked, workers and backend resolved."""
-    from nint_dist import launch
+    """The config as the run records it in ``config.yaml``: file + overrides, checked. What it
+    resolves to on this machine (workers, backend, device, signal store) is the plan: --dry-run."""
     from nint_dist.config import load_config, to_yaml
 
-    cfg = load_config(config_path, overrides)
-    launch.place(cfg)
-    return to_yaml(cfg).rstrip()
+    return to_yaml(load_config(config_path, overrides)).rstrip()
 
 
 # ---------------------------------------------------------------- the nint command

@@ -42,9 +42,6 @@ class DataConfig:
     """Check each worker's chunks against the checksums recorded at ingestion when loading:
     true (a store without usable checksums is trained on with one warning), false (no check) or
     strict (a store without usable checksums is refused)."""
-    source: str = ""
-    """Set by launch: the input the run was started from (data.path then points at the signal
-    store the run trains on). A resumed run must name the same input."""
 
     def __post_init__(self):
         if isinstance(self.verify, str) and self.verify.lower() in ("true", "false"):

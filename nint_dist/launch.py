@@ -1,11 +1,15 @@
-"""``python -m nint_dist.launch CONFIG [key=value …]``: validate, prepare the run directory,
-then fit with Ray Train's TorchTrainer (or in this process with ``run.backend=local``).
+"""``python -m nint_dist.launch CONFIG [key=value …]``: validate, resolve the run plan, prepare
+the run directory, then fit with Ray Train's TorchTrainer (or in this process with
+``run.backend=local``). The config is never edited: what it resolves to on this machine (the
+signal store, workers, backend, device, rows per worker, resume step) is the plan, written beside
+it as ``RUN_DIR/plan.json`` and handed to every worker unchanged.
 
 With no ``RAY_ADDRESS`` a local Ray instance is started; under
 ``ray job submit -- python -m nint_dist.launch …`` the job's cluster is used unchanged.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -17,47 +21,57 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import numpy as np
+
 from nint_dist.checkpoint import FOLDER as CHECKPOINT_FOLDER
-from nint_dist.config import Config, load_config, to_yaml
+from nint_dist.config import Config, load_config
+from nint_dist.devices import resolve_device
 from nint_dist.errors import RunFailed, UserError, run_cli
 from nint_dist.ingest import load_source, write_signal
+from nint_dist.plan import CONFIG_FILE, RunPlan, read_run_files, write_run_files
 from nint_dist.runlog import STOP_FILE
-from nint_dist.signal import open_signal, shard_rows, verifiable_checksums
+from nint_dist.signal import SignalSpec, open_signal, verifiable_checksums
 
 
-def resolve_signal(cfg: Config):
-    """Check the data before anything is written. Returns (in-memory array or None, spec).
+def resolve_signal(cfg: Config, workers: int = 1) -> tuple[np.ndarray | None, SignalSpec, np.dtype]:
+    """Check the data before anything is written. Returns (the signal in memory, still to be
+    ingested into the run directory, or None for a signal store; its spec; its stored dtype).
 
     A store URL (``s3://…``, ``gs://…``, ``file://…``) is opened by zarr through fsspec, so a
     cluster's nodes can read one signal from an object store instead of a shared filesystem.
     """
     if is_store_url(cfg.data.path):
-        try:
-            _, spec = open_signal(cfg.data.path)
-        except (OSError, KeyError, ValueError, ImportError) as e:
-            raise UserError(
-                f"data.path {cfg.data.path} is not a readable signal store ({str(e).splitlines()[0]})"
-            ) from None
-        return None, spec
+        store, spec = open_store(cfg.data.path)
+        return None, spec, np.dtype(store.dtype)
     path = Path(cfg.data.path)
     if path.suffix == ".zarr" or path.is_dir():
         if not path.exists():
             raise UserError(f"data.path not found: {path}")
-        try:
-            store, spec = open_signal(path)
-        except (OSError, KeyError, ValueError) as e:
-            raise UserError(
-                f"data.path {path} is not a readable signal store ({str(e).splitlines()[0]})"
-            ) from None
+        store, spec = open_store(path)
         if cfg.data.verify:  # said once here, before anything is written; the workers stay quiet
             verifiable_checksums(store, spec, strict=cfg.data.verify == "strict", warn=True)
-        return None, spec
-    array, spec = load_source(path, resolution=cfg.data.resolution, workers=cfg.train.workers or 1)
-    return array, spec
+        return None, spec, np.dtype(store.dtype)
+    array, spec = load_source(path, resolution=cfg.data.resolution, workers=workers)
+    return array, spec, np.dtype(array.dtype)
+
+
+def open_store(path: str | Path):
+    """A signal store opened read-only, or one ``UserError`` line saying why it cannot be."""
+    try:
+        return open_signal(path)
+    except (OSError, KeyError, ValueError, ImportError) as e:
+        reason = str(e).splitlines()[0]
+        raise UserError(f"data.path {path} is not a readable signal store ({reason})") from None
 
 
 def is_store_url(path: str) -> bool:
     return "://" in path
+
+
+def source_of(data_path: str) -> str:
+    """The input ``data.path`` names, independent of the working directory: a URL as it is, a
+    path made absolute."""
+    return data_path if is_store_url(data_path) else str(Path(data_path).resolve())
 
 
 # What a resumed run may change: how long it runs, where and how it is watched. Anything else
@@ -74,7 +88,7 @@ RESUMABLE_CHANGES = (
     "train.compile",
     "log.",
     "run.",
-    "data.path",
+    "data.path",  # compared as the input it names (see check_continues)
 )
 
 
@@ -88,26 +102,32 @@ def _flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
-def prepare_resume(cfg: Config, run_dir: Path) -> int:
-    """Check that ``cfg`` continues the run in ``run_dir`` and point it at that run's signal.
-    Returns the step of the checkpoint it resumes from."""
-    from nint_dist import checkpoint
-
-    previous = load_config(run_dir / "config.yaml", [])
-    before, now = _flatten(previous.to_dict()), _flatten(cfg.to_dict())
+def check_continues(cfg: Config, previous_cfg: Config, previous: RunPlan, run_dir: Path) -> None:
+    """``UserError`` unless ``cfg`` continues the run in ``run_dir``: the same settings but for
+    RESUMABLE_CHANGES, and the same input. The input is the same when data.path is spelled as
+    before (``--resume`` reuses it; a relative path then names the original file, wherever the
+    driver runs now) or names the same file or URL as the run's recorded source."""
+    before, now = _flatten(previous_cfg.to_dict()), _flatten(cfg.to_dict())
     for key in sorted(before):
         if before[key] != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
             raise UserError(
                 f"run directory {run_dir} holds a run with {key}={before[key]!r}, not {now.get(key)!r}:"
                 " resume it with the same settings or choose another run.dir"
             )
-    latest = checkpoint.latest(run_dir)
-    step = 0 if latest is None else int(checkpoint.load(latest)["step"])  # none yet: start over
-    _, spec = open_signal(previous.data.path)
-    shard_rows(spec, cfg.train.workers, 0)
-    cfg.data.path = previous.data.path
-    (run_dir / "final.json").unlink(missing_ok=True)
-    return step
+    if cfg.data.path != previous_cfg.data.path and source_of(cfg.data.path) != previous.source:
+        raise UserError(
+            f"run directory {run_dir} holds a run on {previous.source}, not {source_of(cfg.data.path)}:"
+            " resume it with the same data.path (--resume RUN_DIR needs none) or choose another run.dir"
+        )
+
+
+def resume_step(run_dir: Path) -> int:
+    """The step of the newest intact checkpoint, read from its folder's name (0: none yet, the
+    run starts over). The state itself is the workers' to load."""
+    from nint_dist import checkpoint
+
+    latest = checkpoint.intact_or_none(run_dir)
+    return 0 if latest is None else checkpoint.step_of(latest)
 
 
 def check_run_dir_free(run_dir: Path) -> None:
@@ -115,43 +135,96 @@ def check_run_dir_free(run_dir: Path) -> None:
         raise UserError(f"run directory {run_dir} already holds files; choose another run.dir")
 
 
-def prepare_run_dir(cfg: Config) -> Path:
-    run_dir = Path(cfg.run.dir)
+def prepare_run_dir(run_dir: Path) -> None:
     check_run_dir_free(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
-    return run_dir
 
 
-def resume_overrides(run_dir: str | Path) -> tuple[str, list[str]]:
-    """The config file and overrides that continue the run in ``run_dir`` with its own saved
-    settings (``RUN_DIR/config.yaml``, the run directory pinned): what ``--resume RUN_DIR``
-    launches. Further ``key=value`` overrides may follow (e.g. more train.steps)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml); nothing to resume")
-    return str(run_dir / "config.yaml"), [f"run.dir={run_dir.resolve()}"]
-
-
-def check_run_dir_location(cfg: Config) -> None:
-    """``file://`` run directories become paths. Under ``RAY_ADDRESS`` the cluster's nodes write
-    the run's files: a relative run.dir would land in the job's working directory on whichever
-    node runs the driver, where the user never finds it, so it must be absolute (on storage
-    every node and the user can reach)."""
-    if cfg.run.dir.startswith("file://"):
-        cfg.run.dir = unquote(urlparse(cfg.run.dir).path)
-    elif "://" in cfg.run.dir:
+def run_dir_of(text: str, backend: str) -> Path:
+    """run.dir as the plan's absolute path: ``file://`` URLs become paths, relative paths are
+    taken from the working directory. Under ``RAY_ADDRESS`` the cluster's nodes write the run's
+    files: a relative run.dir would land in the job's working directory on whichever node runs
+    the driver, where the user never finds it, so it must be absolute (on storage every node and
+    the user can reach)."""
+    if text.startswith("file://"):
+        text = unquote(urlparse(text).path)
+    elif "://" in text:
         raise UserError(
-            f"run.dir={cfg.run.dir}: run directories on object stores are not supported;"
+            f"run.dir={text}: run directories on object stores are not supported;"
             " use an absolute path on storage every node can reach (data.path may be a store URL)"
         )
-    if cfg.run.backend != "local" and os.environ.get("RAY_ADDRESS") and not Path(cfg.run.dir).is_absolute():
+    if backend != "local" and os.environ.get("RAY_ADDRESS") and not Path(text).is_absolute():
         raise UserError(
-            f"run.dir={cfg.run.dir} is relative: on a Ray cluster (RAY_ADDRESS is set) give an absolute"
+            f"run.dir={text} is relative: on a Ray cluster (RAY_ADDRESS is set) give an absolute"
             " path on storage that every node and you can reach, e.g. run.dir=/shared/runs/NAME"
         )
+    return Path(text).resolve()
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """What the driver settles before writing anything."""
+
+    plan: RunPlan
+    spec: SignalSpec
+    dtype: np.dtype
+    """The signal's stored dtype."""
+    ingest: np.ndarray | None
+    """A file input read into memory, to be written to ``plan.signal`` (RUN_DIR/signal.zarr);
+    None when the run reads a signal store."""
+    resuming: bool
+    """The run directory holds a run that this launch continues."""
+
+
+def resolve(
+    cfg: Config, verbose: bool = False, resume_dir: str | Path | None = None, connect: bool = True
+) -> Resolution:
+    """Resolve ``cfg`` into the run's plan, checking everything that can be checked without
+    writing: the run directory, workers and backend, the device (with ``connect``, by starting or
+    joining Ray; the dry run asks for the visible GPUs instead), the signal and its split over the
+    workers, and for a run directory that holds a run, that this config continues it. The signal
+    is opened here once; ``cfg`` is left as it is."""
+    if resume_dir is not None:
+        run_dir = Path(resume_dir).resolve()
+    else:
+        run_dir = run_dir_of(cfg.run.dir, cfg.run.backend)
+    workers, backend = place(cfg, verbose)
+    resuming = (run_dir / CONFIG_FILE).exists()
+    if resuming:
+        previous_cfg, previous = read_run_files(run_dir)
+        check_continues(cfg, previous_cfg, previous, run_dir)
+        store, spec = open_store(previous.signal)
+        ingest, dtype, signal, source = None, np.dtype(store.dtype), previous.signal, previous.source
+        step = resume_step(run_dir)
+    else:
+        ingest, spec, dtype = resolve_signal(cfg, workers)
+        source = source_of(cfg.data.path)
+        signal = str(run_dir / "signal.zarr") if ingest is not None else source
+        step = 0
+    plan = RunPlan.split(  # UserError when the signal has too few chunk rows for the workers
+        spec,
+        run_dir=str(run_dir),
+        signal=signal,
+        source=source,
+        workers=workers,
+        backend=backend,
+        device="cpu",  # settled below, once the cheap checks have passed
+        resume_step=step,
+    )
+    if not resuming:
+        check_run_dir_free(run_dir)
+    device = worker_device(cfg, workers, backend, verbose, connect)
+    if cfg.train.precision == "fp16" and device != "cuda":
+        raise UserError("train.precision=fp16 needs GPUs; use train.precision=bf16 on CPUs")
+    return Resolution(dataclasses.replace(plan, device=device), spec, dtype, ingest, resuming)
+
+
+def resolve_plan(cfg: Config, verbose: bool = False, resume_dir: str | Path | None = None) -> RunPlan:
+    """The plan ``nint fit`` runs ``cfg`` with (see ``resolve``); writes nothing."""
+    return resolve(cfg, verbose, resume_dir).plan
 
 
 def launch(
@@ -171,54 +244,45 @@ def launch(
 def fit(
     config_path: str | None, overrides: list[str], verbose: bool = False, resume: str | None = None
 ) -> Path:
-    """Validate, prepare the run directory and train; returns the run directory."""
-    if resume is not None:
-        config_path, pinned = resume_overrides(resume)
-        overrides = [*overrides, *pinned]
-    cfg = load_config(config_path, overrides)
-    check_run_dir_location(cfg)
-    if not cfg.data.source:  # a run's saved config keeps the input it was started from
-        cfg.data.source = cfg.data.path if is_store_url(cfg.data.path) else str(Path(cfg.data.path).resolve())
-    place(cfg, verbose)
-    run_dir = Path(cfg.run.dir)
-    if (run_dir / "config.yaml").exists():
-        use_gpu = prepare_backend(cfg, verbose)
-        check_precision(cfg, use_gpu)
-        resume_step = prepare_resume(cfg, run_dir)
-        print(f"resuming {run_dir} from step {resume_step}", file=sys.stderr)
+    """Resolve the plan, write the run directory (``config.yaml``: the config as given;
+    ``plan.json``: what it resolved to) and train; returns the run directory."""
+    if resume is not None:  # the run's own config, the overrides on top
+        cfg, _ = read_run_files(resume, overrides)
     else:
-        array, spec = resolve_signal(cfg)
-        shard_rows(spec, cfg.train.workers, 0)  # raises if the signal cannot be split this way
-        check_run_dir_free(run_dir)
-        use_gpu = prepare_backend(cfg, verbose)
-        check_precision(cfg, use_gpu)
-        run_dir = prepare_run_dir(cfg)
-        if array is not None:
+        cfg = load_config(config_path, overrides)
+    resolution = resolve(cfg, verbose, resume)
+    plan = resolution.plan
+    run_dir = Path(plan.run_dir)
+    if resolution.resuming:
+        print(f"resuming {run_dir} from step {plan.resume_step}", file=sys.stderr)
+        (run_dir / "final.json").unlink(missing_ok=True)
+    else:
+        prepare_run_dir(run_dir)
+        if resolution.ingest is not None:
             try:
-                write_signal(array, spec, run_dir / "signal.zarr")
+                write_signal(resolution.ingest, resolution.spec, Path(plan.signal))
             except BaseException:  # bad data found while ingesting: leave no run directory behind
                 shutil.rmtree(run_dir, ignore_errors=True)
                 raise
-            cfg.data.path = str((run_dir / "signal.zarr").resolve())
-        elif not is_store_url(cfg.data.path):
-            cfg.data.path = str(Path(cfg.data.path).resolve())
-    cfg.run.dir = str(run_dir.resolve())
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    write_run_files(run_dir, cfg, plan)
 
-    where = f"{device_of(cfg, use_gpu)} x {cfg.train.workers} worker(s)"
     progress = Progress(
-        run_dir, cfg.train.steps, enabled=cfg.log.progress, desc=where, max_seconds=cfg.train.max_seconds
+        run_dir,
+        cfg.train.steps,
+        enabled=cfg.log.progress,
+        desc=f"{device_words(plan)} x {plan.workers} worker(s)",
+        max_seconds=cfg.train.max_seconds,
     )
     with progress, StopOnSignal(run_dir):
-        if cfg.run.backend == "local":
-            run_local(cfg)
+        if plan.backend == "local":
+            run_local(cfg, plan)
         else:
-            wait_in_main_thread(lambda: run_on_ray(cfg, use_gpu))
-    if cfg.run.backend == "ray":  # what Ray Train's num_to_keep did not see: a previous launch's
+            wait_in_main_thread(lambda: run_on_ray(cfg, plan))
+    if plan.backend == "ray":  # what Ray Train's num_to_keep did not see: a previous launch's
         from nint_dist import checkpoint
 
         checkpoint.prune(run_dir, cfg.train.keep_checkpoints)
-    return run_dir.resolve()
+    return run_dir
 
 
 class StopOnSignal:
@@ -288,29 +352,12 @@ def print_interrupted(run_dir: Path) -> None:
     )
 
 
-def run_plan(cfg: Config, device: str):
-    """The run plan of the (already placed) config: what the workers are handed."""
-    from nint_dist.plan import RunPlan
-
-    _, spec = open_signal(cfg.data.path)
-    return RunPlan.split(
-        spec,
-        run_dir=cfg.run.dir,
-        signal=cfg.data.path,
-        source=cfg.data.source or cfg.data.path,
-        workers=cfg.train.workers,
-        backend=cfg.run.backend,
-        device=device,
-    )
-
-
-def run_local(cfg: Config) -> None:
+def run_local(cfg: Config, plan: RunPlan) -> None:
     import torch
 
     from nint_dist.worker import Runtime, run
 
-    device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
-    run(cfg, run_plan(cfg, device.type), Runtime(0, 1, device))
+    run(cfg, plan, Runtime(0, 1, torch.device(plan.device)))
 
 
 def visible_gpus(cfg: Config, verbose: bool = False) -> int:
@@ -326,22 +373,21 @@ def visible_gpus(cfg: Config, verbose: bool = False) -> int:
     return torch.cuda.device_count()
 
 
-def place(cfg: Config, verbose: bool = False) -> None:
-    """Fill in ``train.workers`` (one per visible GPU, at least 1) and ``run.backend`` (local for
-    one worker without ``RAY_ADDRESS``, else ray), and refuse GPU requests the machine cannot
-    meet, before anything is written. A cluster under ``RAY_ADDRESS`` may autoscale, so its
-    current GPU count only sets the default."""
+def place(cfg: Config, verbose: bool = False) -> tuple[int, str]:
+    """The number of workers (``train.workers``, or one per visible GPU, at least 1) and the
+    backend (``run.backend``, or for auto: local for one worker without ``RAY_ADDRESS``, else
+    ray); GPU requests the machine cannot meet are refused before anything is written. A cluster
+    under ``RAY_ADDRESS`` may autoscale, so its current GPU count only sets the default."""
     address = os.environ.get("RAY_ADDRESS")
     gpus = 0 if cfg.train.device == "cpu" else visible_gpus(cfg, verbose)
-    if cfg.train.workers is None:
-        cfg.train.workers = max(1, gpus)
-    workers = cfg.train.workers
-    if cfg.run.backend == "auto":
-        cfg.run.backend = "local" if workers == 1 and not address else "ray"
-    if cfg.run.backend == "local" and workers != 1:
+    workers = cfg.train.workers if cfg.train.workers is not None else max(1, gpus)
+    backend = cfg.run.backend
+    if backend == "auto":
+        backend = "local" if workers == 1 and not address else "ray"
+    if backend == "local" and workers != 1:
         raise UserError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
-    if address and cfg.run.backend == "ray":
-        return
+    if address and backend == "ray":
+        return workers, backend
     if cfg.train.device == "cuda" and gpus == 0:
         raise UserError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
     if 0 < gpus < workers:
@@ -349,33 +395,30 @@ def place(cfg: Config, verbose: bool = False) -> None:
             f"train.workers={workers} asks for {workers} GPU workers but {gpus} GPU(s) are visible;"
             f" use train.workers={gpus}, or train.device=cpu to train on CPU cores"
         )
+    return workers, backend
 
 
-def device_of(cfg: Config, use_gpu: bool) -> str:
-    """What the run trains on, in words (for the plan and the summary)."""
-    if not use_gpu:
-        return "cpu"
-    if cfg.run.backend == "local" or not os.environ.get("RAY_ADDRESS"):
+def worker_device(cfg: Config, workers: int, backend: str, verbose: bool, connect: bool = True) -> str:
+    """cuda or cpu: what the workers train on, checked before anything is written. The local
+    backend asks the one device rule; Ray is started or joined (``connect``) to check that it
+    can hold the workers; without ``connect`` (the dry run) the visible GPUs decide."""
+    if backend == "local":
+        return resolve_device(cfg.train.device, "train.device").type
+    if connect:
+        return "cuda" if connect_ray(cfg, workers, verbose) else "cpu"
+    gpus = 0 if cfg.train.device == "cpu" else visible_gpus(cfg, verbose)
+    return "cuda" if cfg.train.device == "cuda" or gpus > 0 else "cpu"
+
+
+def device_words(plan: RunPlan) -> str:
+    """What the run trains on, in words (for the dry run and the progress bar)."""
+    if plan.device != "cuda":
+        return plan.device
+    if plan.backend == "local" or not os.environ.get("RAY_ADDRESS"):
         import torch
 
         return f"cuda ({torch.cuda.get_device_name(0)})"
     return "cuda"
-
-
-def prepare_backend(cfg: Config, verbose: bool) -> bool:
-    """Make sure the workers can run, before anything is written. Returns whether they get GPUs."""
-    if cfg.run.backend == "ray":
-        return connect_ray(cfg, verbose)
-    import torch
-
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
-    return cfg.train.device != "cpu" and torch.cuda.is_available()
-
-
-def check_precision(cfg: Config, use_gpu: bool) -> None:
-    if cfg.train.precision == "fp16" and not use_gpu:
-        raise UserError("train.precision=fp16 needs GPUs; use train.precision=bf16 on CPUs")
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -393,12 +436,11 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def connect_ray(cfg: Config, verbose: bool) -> bool:
-    """Start or join Ray and check it can hold the workers, before anything is written.
+def connect_ray(cfg: Config, workers: int, verbose: bool) -> bool:
+    """Start or join Ray and check it can hold ``workers`` workers, before anything is written.
     Returns whether the workers get GPUs."""
     import ray
 
-    workers = cfg.train.workers
     address = os.environ.get("RAY_ADDRESS")
     join_ray(address, verbose, workers)
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -460,28 +502,27 @@ def join_ray(address: str | None, verbose: bool, workers: int = 1) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
 
 
-def run_on_ray(cfg: Config, use_gpu: bool) -> None:
+def run_on_ray(cfg: Config, plan: RunPlan) -> None:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from nint_dist.worker import FAILURE, train_worker
 
-    failure = Path(cfg.run.dir) / FAILURE
+    failure = Path(plan.run_dir) / FAILURE
     failure.unlink(missing_ok=True)  # a resumed run's previous failure is not this one's
-    workers = cfg.train.workers
-    plan = run_plan(cfg, "cuda" if use_gpu else "cpu")
+    use_gpu = plan.device == "cuda"
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": cfg.to_dict(), "plan": plan.to_dict()},
         scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=use_gpu, resources_per_worker=None if use_gpu else {"CPU": 1}
+            num_workers=plan.workers, use_gpu=use_gpu, resources_per_worker=None if use_gpu else {"CPU": 1}
         ),
         torch_config=TorchConfig(
             backend="nccl" if use_gpu else "gloo", timeout_s=int(cfg.train.collective_timeout_s)
         ),
         run_config=RunConfig(
             name=CHECKPOINT_FOLDER,  # Ray Train copies reported checkpoints into RUN_DIR/checkpoints
-            storage_path=cfg.run.dir,
+            storage_path=plan.run_dir,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints or None),
         ),
@@ -489,18 +530,18 @@ def run_on_ray(cfg: Config, use_gpu: bool) -> None:
     try:
         trainer.fit()
     except Exception as e:  # Ray wraps the worker's exception; show the root cause in one line
-        raise RunFailed(f"training failed: {_root_cause(e)}{_hung_workers(cfg)}") from e
+        raise RunFailed(f"training failed: {_root_cause(e)}{_hung_workers(cfg, plan)}") from e
     if failure.exists():  # the workers stopped on purpose; retrying would fail the same way
         raise RunFailed(json.loads(failure.read_text())["error"])
 
 
-def _hung_workers(cfg: Config) -> str:
+def _hung_workers(cfg: Config, plan: RunPlan) -> str:
     """When some workers saw a collective fail (time out), the ones that did not are the ones that
     never reached it: named from RUN_DIR/workers/rank_R.json. Empty when nothing says so."""
     records = {}
-    for rank in range(cfg.train.workers):
+    for rank in range(plan.workers):
         try:
-            records[rank] = json.loads((Path(cfg.run.dir) / "workers" / f"rank_{rank}.json").read_text())
+            records[rank] = json.loads((Path(plan.run_dir) / "workers" / f"rank_{rank}.json").read_text())
         except (OSError, ValueError):
             records[rank] = {}
     waited = [r for r, rec in records.items() if rec.get("collective_failed")]

@@ -14,12 +14,16 @@ cluster has them (``--device auto``) or must (``--device cuda``).
 import argparse
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nint_dist.config import Config
+from nint_dist.devices import resolve_device
 from nint_dist.errors import UserError, run_cli
+from nint_dist.plan import RunPlan, read_run_files
 from nint_dist.signal import ATTRS_KEY, SignalSpec, from_unit, open_signal
 
 
@@ -70,61 +74,78 @@ def axis_coordinates(spec: SignalSpec, region, shape) -> list[torch.Tensor]:
     return axes
 
 
-def load_model(run_dir: Path, device: torch.device):
-    """The trained model and the run's config, from the newest valid checkpoint."""
+@dataclass(frozen=True)
+class FittedRun:
+    """A run directory read back: its config (as the user gave it), its plan, the signal's spec
+    and stored dtype, and the fitted model (None when only the description was asked for)."""
+
+    dir: Path
+    cfg: Config
+    plan: RunPlan
+    spec: SignalSpec
+    stored_dtype: np.dtype
+    model: torch.nn.Module | None
+    dtype: torch.dtype
+
+
+def load_run(run_dir: str | Path, device: torch.device | None = None) -> FittedRun:
+    """Read a run directory once: config and plan, the spec of the signal it trained on (from the
+    plan's store), and with ``device`` the model of its newest intact checkpoint on that device."""
     from nint_dist import checkpoint
-    from nint_dist.config import load_config
     from nint_dist.models import build_model
 
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml", [])
-    latest = checkpoint.latest(run_dir)
-    if latest is None:
-        raise UserError(f"{run_dir} holds no checkpoint to render")
-    state = checkpoint.load(latest, device)
-    _, spec = open_signal(cfg.data.path)
+    run_dir = Path(run_dir)
+    cfg, plan = read_run_files(run_dir)
+    store, spec = open_signal(plan.signal)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
-    model = build_model(len(spec.grid), spec.channels, cfg.model).to(device, dtype)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg, spec, dtype
+    model = None
+    if device is not None:
+        latest = checkpoint.latest(run_dir)
+        if latest is None:
+            raise UserError(f"{run_dir} holds no checkpoint to render")
+        state = checkpoint.load(latest, device)
+        model = build_model(len(spec.grid), spec.channels, cfg.model).to(device, dtype)
+        model.load_state_dict(state["model"])
+        model.eval()
+    return FittedRun(run_dir, cfg, plan, spec, np.dtype(store.dtype), model, dtype)
 
 
-def pick_device(device: str) -> torch.device:
-    """auto: a GPU when this process sees one; cpu; cuda (refused without a GPU)."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no GPU is visible; use --device cpu or auto")
-    return torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+def render_rows(
+    run: FittedRun, out: str, region, shape, row_lo: int, row_hi: int, pass_size: int | None
+) -> int:
+    """Evaluate output rows [row_lo, row_hi) with the run's model and write them into the output
+    store, ``pass_size`` points per forward pass (None: the run's ``log.eval_pass_size`` for the model's
+    device). Returns the number of points written."""
+    import zarr
+
+    from nint_dist.scoring import predict
+
+    device = next(run.model.parameters()).device
+    pass_size = pass_size or run.cfg.log.eval_pass_size_on(device.type)
+    axes = axis_coordinates(run.spec, region, shape)
+    grids = torch.meshgrid(axes[0][row_lo:row_hi], *axes[1:], indexing="ij")
+    coords = torch.stack([g.reshape(-1) for g in grids], dim=-1).to(device, run.dtype)
+    with torch.no_grad():
+        values = predict(run.model, lambda lo, hi: coords[lo:hi], coords.shape[0], pass_size)
+    block = from_unit(values.double().cpu().numpy(), run.spec, run.stored_dtype)
+    target = zarr.open_array(out, mode="r+")
+    target[row_lo:row_hi] = block.reshape(row_hi - row_lo, *shape[1:], run.spec.channels)
+    return coords.shape[0]
 
 
-def render_band(
+def render_bands(
     run_dir: str,
     out: str,
     region,
     shape,
-    row_lo: int,
-    row_hi: int,
-    chunk: int | None = None,
+    bands: list[tuple[int, int]],
+    pass_size: int | None = None,
     device: str = "auto",
 ) -> int:
-    """Evaluate output rows [row_lo, row_hi) and write them into the output store, ``chunk``
-    points per forward pass (None: the run's ``sampler.pass_size`` for this device). Runs in this
-    process or as a Ray task. Returns the number of points written."""
-    import zarr
-
-    device = pick_device(device)
-    model, cfg, spec, dtype = load_model(Path(run_dir), device)
-    chunk = chunk or cfg.sampler.pass_size_on(device.type)
-    axes = axis_coordinates(spec, region, shape)
-    first = axes[0][row_lo:row_hi]
-    grids = torch.meshgrid(first, *axes[1:], indexing="ij")
-    coords = torch.stack([g.reshape(-1) for g in grids], dim=-1).to(device, dtype)
-    with torch.no_grad():
-        values = torch.cat([model(coords[i : i + chunk]) for i in range(0, coords.shape[0], chunk)])
-    stored_dtype = zarr.open_array(out, mode="r").dtype
-    block = from_unit(values.double().cpu().numpy(), spec, stored_dtype)
-    zarr.open_array(out, mode="r+")[row_lo:row_hi] = block.reshape(row_hi - row_lo, *shape[1:], spec.channels)
-    return coords.shape[0]
+    """Load the run's model once and render ``bands`` ([row_lo, row_hi) each) with it: one Ray
+    task's share, or all of them in this process. Returns the number of points written."""
+    run = load_run(run_dir, resolve_device(device, "--device"))
+    return sum(render_rows(run, out, region, shape, lo, hi, pass_size) for lo, hi in bands)
 
 
 def render(
@@ -134,7 +155,7 @@ def render(
     shape: str | None,
     region_text: str | None,
     workers: int = 1,
-    chunk: int | None = None,
+    pass_size: int | None = None,
     device: str = "auto",
     pyramid: bool = False,
     progress: bool = True,
@@ -145,7 +166,7 @@ def render(
     from tqdm import tqdm
 
     from nint_dist.ingest import default_chunk_rows
-    from nint_dist.outputs import PNG_MAX_PIXELS, write_pyramid
+    from nint_dist.outputs import PNG_MAX_PIXELS, write_png, write_pyramid
 
     if out.exists():
         raise UserError(f"output {out} already exists; remove it or choose another path")
@@ -153,12 +174,14 @@ def render(
         raise UserError(f"--device must be auto, cpu or cuda, not {device!r}")
     if workers < 1:
         raise UserError("--workers must be at least 1")
-    if workers == 1:
-        pick_device(device)  # refuses cuda without a GPU before anything is written
-    _, cfg, spec, _ = load_model(run_dir, torch.device("cpu"))
+    if workers == 1:  # the model once, here; refuses cuda without a GPU before anything is written
+        run = load_run(run_dir, resolve_device(device, "--device"))
+    else:  # each Ray task loads it for its bands
+        run = load_run(run_dir)
+    spec = run.spec
     region = parse_region(region_text, spec.grid)
     dims = output_shape(region, scale, shape)
-    stored = np.dtype(zarr.open_array(cfg.data.path, mode="r").dtype)
+    stored = run.stored_dtype
     rows = default_chunk_rows((*dims, spec.channels), stored.itemsize)
     out_spec = SignalSpec(
         dims,
@@ -188,13 +211,10 @@ def render(
 
         if not ray.is_initialized():
             ray.init(log_to_driver=False, include_dashboard=False, logging_level="WARNING")
-        task = ray.remote(num_gpus=ray_gpus_per_task(ray, device))(render_band)
+        task = ray.remote(num_gpus=ray_gpus_per_task(ray, device))(render_bands)
         per_task = -(-len(bands) // workers)
         groups = [bands[i : i + per_task] for i in range(0, len(bands), per_task)]
-        pending = {
-            task.remote(str(run_dir), str(tmp), region, dims, g[0][0], g[-1][1], chunk, device): g
-            for g in groups
-        }
+        pending = {task.remote(str(run_dir), str(tmp), region, dims, g, pass_size, device): g for g in groups}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             ray.get(done[0])
@@ -202,7 +222,7 @@ def render(
             bar.update(group[-1][1] - group[0][0])
     else:
         for lo, hi in bands:
-            render_band(str(run_dir), str(tmp), region, dims, lo, hi, chunk, device)
+            render_rows(run, str(tmp), region, dims, lo, hi, pass_size)
             bar.update(hi - lo)
     bar.close()
     tmp.rename(out)
@@ -213,13 +233,8 @@ def render(
             written.append(out.with_name(out.stem + ".ome.zarr"))
             write_pyramid(recon, written[-1])
         else:
-            from PIL import Image
-
-            image = np.asarray(recon[...])
-            if image.dtype != np.uint8:
-                image = (image.astype(np.float64) / spec.value_range[1] * 255).round().astype(np.uint8)
             written.append(out.with_suffix(".png"))
-            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(written[-1])
+            write_png(written[-1], np.asarray(recon[...]), out_spec)
     return dims, spec, written
 
 

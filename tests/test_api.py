@@ -32,7 +32,8 @@ def test_fit_an_array_returns_the_run(fitted):
     image, run = fitted
     assert run.dir.is_dir() and run.metrics["steps"] == 6 and run.metrics["workers"] == 1
     assert run.metrics["device"] == "cpu" and [row["step"] for row in run.history] == [3, 6]
-    assert run.config.model.width == 16 and run.config.run.backend == "local"
+    assert run.config.model.width == 16 and run.config.run.backend == "auto"  # the config as given
+    assert run.plan.backend == "local" and run.plan.signal == str(run.dir / "signal.zarr")  # resolved
     stored = zarr.open_array(str(run.dir / "signal.zarr"), mode="r")[...]
     assert np.array_equal(stored, image)  # the array went in unchanged
 

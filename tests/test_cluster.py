@@ -355,8 +355,8 @@ def test_store_urls_are_opened_through_fsspec(tiny_signal):
     from nint_dist.launch import resolve_signal
 
     cfg = load_config(str(REPO / "configs" / "quickstart.yaml"), [f"data.path={tiny_signal.as_uri()}"])
-    array, spec = resolve_signal(cfg)
-    assert array is None and spec.grid == (24, 20) and spec.chunk_rows == 4
+    array, spec, dtype = resolve_signal(cfg)
+    assert array is None and spec.grid == (24, 20) and spec.chunk_rows == 4 and dtype == "uint8"
     missing = load_config(
         str(REPO / "configs" / "quickstart.yaml"),
         [f"data.path={(tiny_signal.parent / 'none.zarr').as_uri()}"],

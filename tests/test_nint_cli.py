@@ -77,7 +77,7 @@ def test_print_config_resolves_and_writes_nothing(tmp_path, capsys):
     assert launch.main(args) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["train"]["steps"] == 7 and printed["model"]["width"] == 64
-    assert printed["train"]["workers"] == 1 and printed["run"]["backend"] == "local"
+    assert printed["train"]["workers"] is None and printed["run"]["backend"] == "auto"  # as given
     assert not run_dir.exists()
 
 
@@ -102,29 +102,27 @@ def test_hydra_forms_get_a_hint(capsys):
         assert len(err.strip().splitlines()) == 1 and "Hydra" in err and "key=value" in err
 
 
-def placed(monkeypatch, gpus, *overrides, address=None):
-    """A config after launch.place on a machine with ``gpus`` GPUs (torch's count replaced)."""
+def placed(monkeypatch, gpus, *overrides, address=None) -> tuple[int, str]:
+    """(workers, backend) from launch.place on a machine with ``gpus`` GPUs (torch's count
+    replaced); the config itself stays as given."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cfg = load_config("configs/quickstart.yaml", list(overrides))
-    launch.place(cfg)
-    return cfg
+    before = cfg.to_dict()
+    placement = launch.place(cfg)
+    assert cfg.to_dict() == before
+    return placement
 
 
 def test_workers_and_backend_follow_the_gpus(monkeypatch):
     monkeypatch.chdir(REPO)
-    cfg = placed(monkeypatch, 0)
-    assert (cfg.train.workers, cfg.run.backend) == (1, "local")
-    cfg = placed(monkeypatch, 1)
-    assert (cfg.train.workers, cfg.run.backend) == (1, "local")
-    cfg = placed(monkeypatch, 4)
-    assert (cfg.train.workers, cfg.run.backend) == (4, "ray")
-    cfg = placed(monkeypatch, 4, "train.device=cpu")
-    assert (cfg.train.workers, cfg.run.backend) == (1, "local")
-    cfg = placed(monkeypatch, 0, "train.workers=3")
-    assert (cfg.train.workers, cfg.run.backend) == (3, "ray")
+    assert placed(monkeypatch, 0) == (1, "local")
+    assert placed(monkeypatch, 1) == (1, "local")
+    assert placed(monkeypatch, 4) == (4, "ray")
+    assert placed(monkeypatch, 4, "train.device=cpu") == (1, "local")
+    assert placed(monkeypatch, 0, "train.workers=3") == (3, "ray")
     with pytest.raises(UserError, match="asks for 2 GPU workers but 1 GPU"):
         placed(monkeypatch, 1, "train.workers=2")
     with pytest.raises(UserError, match="no GPU is visible"):
@@ -137,10 +135,8 @@ def test_more_workers_than_cores_on_the_local_ray_warns(ray_session, monkeypatch
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(launch.os, "cpu_count", lambda: 2)
     cfg = load_config("configs/quickstart.yaml", ["train.workers=3", "train.device=cpu"])
-    launch.place(cfg)
-    assert launch.connect_ray(cfg, verbose=False) is False
+    assert launch.connect_ray(cfg, 3, verbose=False) is False
     err = capsys.readouterr().err
     assert "warning: train.workers=3 on 2 CPU cores" in err
-    cfg.train.workers = 2
-    launch.connect_ray(cfg, verbose=False)
+    launch.connect_ray(cfg, 2, verbose=False)
     assert "warning" not in capsys.readouterr().err

@@ -35,6 +35,27 @@ def test_scale_one_reproduces_the_reconstruction(run_dir, tmp_path):
     assert np.array_equal(png, np.asarray(Image.open(run_dir / "reconstruction.png")))
 
 
+def test_the_model_is_loaded_once_for_all_bands(run_dir, tmp_path, monkeypatch):
+    """24 output rows in bands of one chunk row each, rendered with one model: one checkpoint
+    read, one run directory read."""
+    from nint_dist import checkpoint
+
+    calls = {"load_run": 0, "checkpoint": 0, "bands": 0}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(render, "load_run", counted("load_run", render.load_run))
+    monkeypatch.setattr(checkpoint, "load", counted("checkpoint", checkpoint.load))
+    monkeypatch.setattr(render, "render_rows", counted("bands", render.render_rows))
+    assert render.main([str(run_dir), str(tmp_path / "once.zarr"), "--device", "cpu"]) == 0
+    assert calls["bands"] > 1 and calls["load_run"] == 1 and calls["checkpoint"] == 1, calls
+
+
 def test_scale_two_doubles_height_and_width(run_dir, tmp_path):
     assert render.main([str(run_dir), str(tmp_path / "b.zarr"), "--scale", "2"]) == 0
     out = zarr.open_array(str(tmp_path / "b.zarr"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from nint_dist import checkpoint
 from tests.helpers import EXACT_FIT, checkpoint_params, launch_fit
@@ -51,6 +52,19 @@ def test_resumed_run_matches_uninterrupted(runs):
         "step_000008",
         "step_000012",
     ]
+
+
+def test_plan_json_holds_the_split_the_dry_run_prints(runs, tiny_signal_module, tmp_path, capsys):
+    """The resumed run was launched on 3 workers and continued on 2: its plan is this launch's
+    (2 workers' rows, resumed at step 6); the config keeps what was given."""
+    whole, resumed = runs
+    plan = json.loads((resumed / "plan.json").read_text())
+    assert plan["rows"] == [[0, 12], [12, 24]] and plan["workers"] == 2 and plan["resume_step"] == 6
+    assert plan["signal"] == plan["source"] == str(tiny_signal_module.resolve()) and plan["backend"] == "ray"
+    assert json.loads((whole / "plan.json").read_text())["rows"] == plan["rows"]
+    assert yaml.safe_load((resumed / "config.yaml").read_text())["run"]["backend"] == "auto"
+    assert launch_fit(tiny_signal_module, tmp_path / "dry", *COMMON, "--dry-run") == 0
+    assert "rows 0:12, 12:24 (whole chunks" in capsys.readouterr().out
 
 
 def test_checkpoints_are_in_the_run_directory_with_checksums(runs):

@@ -200,6 +200,7 @@ def test_file_uri_run_dir_is_a_path(tiny_signal, tmp_path):
     target = tmp_path / "remote" / "run"
     assert fit(tiny_signal, target.as_uri(), "train.steps=2", "log.every=2") == 0
     assert (target / "final.json").is_file()
+    assert json.loads((target / "plan.json").read_text())["run_dir"] == str(target.resolve())
 
 
 def test_progress_eta_follows_the_time_budget():
@@ -239,11 +240,12 @@ def test_audio_config_logs_si_snr_and_a_preview(tmp_path):
                         "model.width=64"]) == 0  # fmt: skip
     import torch
 
-    from nint_dist.render import load_model
+    from nint_dist.render import load_run
     from nint_dist.signal import flat_to_coords, open_signal
 
-    model, cfg, spec, dtype = load_model(run_dir, torch.device("cpu"))  # the final checkpoint
-    array, _ = open_signal(cfg.data.path)
+    run = load_run(run_dir, torch.device("cpu"))  # the final checkpoint
+    model, spec, dtype = run.model, run.spec, run.dtype
+    array, _ = open_signal(run.plan.signal)
     with torch.no_grad():
         fitted = model(flat_to_coords(torch.arange(spec.num_points), spec, dtype)).double().numpy()
     lo, hi = spec.value_range

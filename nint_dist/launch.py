@@ -10,26 +10,21 @@ With no ``RAY_ADDRESS`` a local Ray instance is started; under
 
 import argparse
 import dataclasses
-import json
-import logging
 import os
 import shutil
-import signal
-import socket
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from nint_dist.checkpoint import FOLDER as CHECKPOINT_FOLDER
+from nint_dist.cluster import connect_ray, join_ray, run_on_ray
 from nint_dist.config import Config, load_config
+from nint_dist.console import Progress, StopOnSignal, print_interrupted, print_summary, wait_in_main_thread
 from nint_dist.devices import resolve_device
-from nint_dist.errors import RunFailed, UserError, run_cli
+from nint_dist.errors import UserError, run_cli
 from nint_dist.ingest import load_source, write_signal
 from nint_dist.plan import CONFIG_FILE, RunPlan, read_run_files, write_run_files
-from nint_dist.runlog import STOP_FILE
 from nint_dist.signal import SignalSpec, open_signal, verifiable_checksums
 
 
@@ -285,73 +280,6 @@ def fit(
     return run_dir
 
 
-class StopOnSignal:
-    """SIGINT/SIGTERM during a fit: the first asks the workers (through ``RUN_DIR/.stop``) to
-    write a checkpoint and end; a second one stops at once. Installed only in the main thread
-    (Python's rule for signal handlers); the previous handlers come back on exit."""
-
-    def __init__(self, run_dir: Path):
-        self.flag = run_dir / STOP_FILE
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self):
-        self.flag.unlink(missing_ok=True)  # a stop request left by an earlier launch
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.flag.touch()
-        print(
-            f"\n{signal.Signals(signum).name}: writing a checkpoint, then stopping"
-            " (once more to stop at once, losing the steps since the last checkpoint)",
-            file=sys.stderr,
-        )
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self.flag.unlink(missing_ok=True)
-
-
-def wait_in_main_thread(body) -> None:
-    """Run ``body`` in a helper thread while the main thread waits, so that this module's signal
-    handlers (not Ray Train's, which aborts without a checkpoint) receive Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        body()
-        return
-    outcome: dict[str, BaseException] = {}
-
-    def target() -> None:
-        try:
-            body()
-        except BaseException as e:  # handed to the main thread
-            outcome["error"] = e
-
-    helper = threading.Thread(target=target, name="nint-fit", daemon=True)
-    helper.start()
-    while helper.is_alive():
-        helper.join(0.2)
-    if "error" in outcome:
-        raise outcome["error"]
-
-
-def print_interrupted(run_dir: Path) -> None:
-    from nint_dist import checkpoint
-
-    latest = checkpoint.latest(run_dir)
-    where = f"checkpoint {latest}" if latest is not None else "no checkpoint yet"
-    print(
-        f"interrupted: {where}\nresume with:     python -m nint_dist.launch --resume {run_dir}",
-        file=sys.stderr,
-    )
-
-
 def run_local(cfg: Config, plan: RunPlan) -> None:
     import torch
 
@@ -419,254 +347,6 @@ def device_words(plan: RunPlan) -> str:
 
         return f"cuda ({torch.cuda.get_device_name(0)})"
     return "cuda"
-
-
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on a Ray address nothing listens at (ray.init would retry for minutes)."""
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    if address == "auto" or ":" not in hostport:
-        return
-    host, _, port = hostport.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start it or unset RAY_ADDRESS"
-        ) from None
-
-
-def connect_ray(cfg: Config, workers: int, verbose: bool) -> bool:
-    """Start or join Ray and check it can hold ``workers`` workers, before anything is written.
-    Returns whether the workers get GPUs."""
-    import ray
-
-    address = os.environ.get("RAY_ADDRESS")
-    join_ray(address, verbose, workers)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and gpus > 0)
-    if address:  # a running cluster may autoscale: wait for its nodes, up to a deadline
-        wait_for_resources("GPU" if use_gpu else "CPU", workers, cfg.run.wait_for_workers_s, address)
-    if use_gpu and gpus < workers and not address:
-        raise UserError(f"train.device=cuda needs {workers} GPUs but the Ray cluster has {int(gpus)}")
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if not use_gpu and cpus < workers and not address:
-        raise UserError(
-            f"train.workers={workers} needs {workers} CPU slots but the Ray cluster has {int(cpus)};"
-            " lower train.workers or add nodes"
-        )
-    cores = os.cpu_count() or 1
-    if not use_gpu and not address and workers > cores:
-        print(
-            f"warning: train.workers={workers} on {cores} CPU cores: the workers share the cores and"
-            " every step waits for the slowest; fewer workers train faster here",
-            file=sys.stderr,
-        )
-    return use_gpu
-
-
-def wait_for_resources(kind: str, needed: int, deadline_s: float, address: str) -> None:
-    """Return once the cluster holds ``needed`` of ``kind`` (GPU or CPU); ``UserError`` after
-    ``deadline_s`` seconds without them (``run.wait_for_workers_s``)."""
-    import time
-
-    import ray
-
-    start = time.monotonic()
-    while (have := ray.cluster_resources().get(kind, 0)) < needed:
-        if time.monotonic() - start >= deadline_s:
-            raise UserError(
-                f"the Ray cluster at {address} has {int(have)} {kind}s and train.workers={needed} needs"
-                f" {needed}; none joined within run.wait_for_workers_s={deadline_s:g} s"
-            )
-        time.sleep(min(2.0, max(deadline_s / 10, 0.1)))
-
-
-def join_ray(address: str | None, verbose: bool, workers: int = 1) -> None:
-    """Connect to the cluster at ``address``, or start a local Ray with a CPU slot per worker."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        check_reachable(address)
-    extra = {} if address else {"num_cpus": max(os.cpu_count() or 1, workers + 1), "include_dashboard": False}
-    try:
-        ray.init(
-            address=address,
-            logging_level=logging.INFO if verbose else logging.ERROR,
-            log_to_driver=verbose,
-            **extra,
-        )
-    except ConnectionError as e:
-        raise UserError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
-
-
-def run_on_ray(cfg: Config, plan: RunPlan) -> None:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from nint_dist.worker import FAILURE, train_worker
-
-    failure = Path(plan.run_dir) / FAILURE
-    failure.unlink(missing_ok=True)  # a resumed run's previous failure is not this one's
-    use_gpu = plan.device == "cuda"
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"config": cfg.to_dict(), "plan": plan.to_dict()},
-        scaling_config=ScalingConfig(
-            num_workers=plan.workers, use_gpu=use_gpu, resources_per_worker=None if use_gpu else {"CPU": 1}
-        ),
-        torch_config=TorchConfig(
-            backend="nccl" if use_gpu else "gloo", timeout_s=int(cfg.train.collective_timeout_s)
-        ),
-        run_config=RunConfig(
-            name=CHECKPOINT_FOLDER,  # Ray Train copies reported checkpoints into RUN_DIR/checkpoints
-            storage_path=plan.run_dir,
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints or None),
-        ),
-    )
-    try:
-        trainer.fit()
-    except Exception as e:  # Ray wraps the worker's exception; show the root cause in one line
-        raise RunFailed(f"training failed: {_root_cause(e)}{_hung_workers(cfg, plan)}") from e
-    if failure.exists():  # the workers stopped on purpose; retrying would fail the same way
-        raise RunFailed(json.loads(failure.read_text())["error"])
-
-
-def _hung_workers(cfg: Config, plan: RunPlan) -> str:
-    """When some workers saw a collective fail (time out), the ones that did not are the ones that
-    never reached it: named from RUN_DIR/workers/rank_R.json. Empty when nothing says so."""
-    records = {}
-    for rank in range(plan.workers):
-        try:
-            records[rank] = json.loads((Path(plan.run_dir) / "workers" / f"rank_{rank}.json").read_text())
-        except (OSError, ValueError):
-            records[rank] = {}
-    waited = [r for r, rec in records.items() if rec.get("collective_failed")]
-    if not waited:
-        return ""
-    hung = [
-        f"worker {r} (pid {rec.get('pid', '?')} on {rec.get('host', '?')})"
-        for r, rec in records.items()
-        if r not in waited
-    ]
-    return (
-        f" [{', '.join(hung) or 'no worker'} did not reach the collective that worker"
-        f"{'s' * (len(waited) > 1)} {', '.join(map(str, waited))} waited"
-        f" train.collective_timeout_s={cfg.train.collective_timeout_s:g} s for]"
-    )
-
-
-def _root_cause(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = str(e).strip().splitlines()
-    return text[-1] if text else type(e).__name__
-
-
-class Progress:
-    """A progress bar on the driver, fed by the metrics.jsonl that worker 0 appends to. With a
-    time budget (``train.max_seconds``) the bar's total is the step the budget is expected to
-    end at, so that its ETA is whichever limit comes first."""
-
-    def __init__(
-        self,
-        run_dir: Path,
-        total_steps: int,
-        enabled: bool = True,
-        desc: str | None = None,
-        max_seconds: float | None = None,
-    ):
-        self.desc = desc  # where the run trains: device and workers
-        self.path = run_dir / "metrics.jsonl"
-        self.total = total_steps
-        self.max_seconds = max_seconds
-        self.enabled = enabled
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, daemon=True)
-
-    def __enter__(self):
-        if self.enabled:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self.enabled:
-            self._thread.join(timeout=5)
-
-    def _follow(self) -> None:
-        from tqdm import tqdm
-
-        bar = tqdm(total=self.total, unit="step", dynamic_ncols=True, file=sys.stderr, desc=self.desc)
-        offset = 0
-        while True:
-            stopping = self._stop.wait(0.5)
-            if self.path.exists():
-                with open(self.path) as f:
-                    f.seek(offset)
-                    for line in f.readlines():
-                        if not line.endswith("\n"):
-                            break
-                        offset += len(line)
-                        row = json.loads(line)
-                        expected = expected_last_step(row, self.total, self.max_seconds)
-                        if expected != bar.total:
-                            bar.total = expected
-                        bar.update(row["step"] - bar.n)
-                        bar.set_postfix(postfix(row))
-            if stopping:
-                break
-        bar.close()
-
-
-def expected_last_step(row: dict, total: int, max_seconds: float | None) -> int:
-    """The step a run is expected to end at after logging ``row``: train.steps, or sooner where
-    the training clock's pace so far reaches train.max_seconds first."""
-    step, seconds = row["step"], row.get("train_seconds", 0.0)
-    if max_seconds is None or step < 1 or seconds <= 0:
-        return total
-    return max(step, min(total, int(step + (max_seconds - seconds) * step / seconds)))
-
-
-def postfix(row: dict) -> dict[str, str]:
-    """The progress bar's metrics: SI-SNR first for audio (PSNR of quiet audio reads well
-    while the fit is poor), then PSNR and throughput."""
-    shown = {"si_snr": f"{row['si_snr']:.2f}"} if "si_snr" in row else {}
-    shown["psnr"] = f"{row['psnr']:.2f}"
-    shown["samples_per_s"] = f"{row.get('samples_per_s', 0):.3g}"
-    return shown
-
-
-def print_summary(run_dir: Path) -> None:
-    """One screen: the final metrics, the time, and where everything is."""
-    final = json.loads((run_dir / "final.json").read_text())
-    metrics = "  ".join(
-        f"{key} {final[key]:.4g}" for key in ("si_snr", "psnr", "ssim", "iou", "chamfer") if key in final
-    )
-    device = final.get("device_name") or final.get("device", "")
-    lines = [
-        f"done: {final['steps']} steps on {final['workers']} worker(s) ({device}),"
-        f" {final['train_seconds']:.1f} s of training ({final['ms_per_step']:.1f} ms/step),"
-        f" sampler {final['sampler']}",
-        f"final:           {metrics}",
-        f"run directory:   {run_dir}",
-    ]
-    for name in ("reconstruction.png", "reconstruction.wav", "reconstruction.obj", "reconstruction.zarr"):
-        if (run_dir / name).exists():
-            lines.append(f"reconstruction:  {run_dir / name}")
-            break
-    lines.append(f"metrics:         {run_dir / 'metrics.jsonl'}  (summary: final.json)")
-    lines.append(
-        f"checkpoints:     {run_dir / 'checkpoints'}  (resume: python -m nint_dist.launch --resume {run_dir})"
-    )
-    if (run_dir / "tensorboard").exists():
-        # the environment's own tensorboard when it is not on PATH (a venv that is not activated)
-        tensorboard = shutil.which("tensorboard") or Path(sys.executable).parent / "tensorboard"
-        lines.append(f"TensorBoard:     {tensorboard} --logdir {run_dir / 'tensorboard'}")
-    print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m nint_dist.launch") -> int:

@@ -14,7 +14,7 @@ LAYERS = {
     "orchestration": [
         "comm", "shard", "faststep", "steptimer", "checkpoint", "runlog", "monitor", "training", "worker"
     ],  # fmt: skip
-    "surface": ["launch", "cli", "api", "render", "generate", "bench"],
+    "surface": ["launch", "cluster", "console", "cli", "api", "render", "generate", "bench"],
 }
 SHARED = {"errors", "__init__", "__version__"}
 """Used by every layer."""

@@ -10,7 +10,7 @@ import typing
 import pytest
 import yaml
 
-from nint_dist import __version__, launch
+from nint_dist import __version__, cluster, launch
 from nint_dist.config import Config, load_config
 from nint_dist.errors import UserError
 from tests.helpers import REPO, make_tiny_signal
@@ -133,10 +133,10 @@ def test_workers_and_backend_follow_the_gpus(monkeypatch):
 
 def test_more_workers_than_cores_on_the_local_ray_warns(ray_session, monkeypatch, capsys):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(launch.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cluster.os, "cpu_count", lambda: 2)
     cfg = load_config("configs/quickstart.yaml", ["train.workers=3", "train.device=cpu"])
-    assert launch.connect_ray(cfg, 3, verbose=False) is False
+    assert cluster.connect_ray(cfg, 3, verbose=False) is False
     err = capsys.readouterr().err
     assert "warning: train.workers=3 on 2 CPU cores" in err
-    launch.connect_ray(cfg, 2, verbose=False)
+    cluster.connect_ray(cfg, 2, verbose=False)
     assert "warning" not in capsys.readouterr().err

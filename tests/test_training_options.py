@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nint_dist import checkpoint, launch, metrics
+from nint_dist import checkpoint, console, launch, metrics
 from nint_dist.lr_schedule import lr_at
 from tests.helpers import EXACT_FIT, REPO, checkpoint_params, launch_fit
 
@@ -205,11 +205,11 @@ def test_file_uri_run_dir_is_a_path(tiny_signal, tmp_path):
 
 def test_progress_eta_follows_the_time_budget():
     row = {"step": 10, "train_seconds": 2.0}
-    assert launch.expected_last_step(row, 1000, None) == 1000
-    assert launch.expected_last_step(row, 1000, 10.0) == 50  # 5 steps per second for 8 s more
-    assert launch.expected_last_step(row, 30, 10.0) == 30  # the step count comes first
-    assert launch.expected_last_step({"step": 10, "train_seconds": 12.0}, 1000, 10.0) == 10
-    assert list(launch.postfix({"psnr": 40.0, "si_snr": -3.0})) == ["si_snr", "psnr", "samples_per_s"]
+    assert console.expected_last_step(row, 1000, None) == 1000
+    assert console.expected_last_step(row, 1000, 10.0) == 50  # 5 steps per second for 8 s more
+    assert console.expected_last_step(row, 30, 10.0) == 30  # the step count comes first
+    assert console.expected_last_step({"step": 10, "train_seconds": 12.0}, 1000, 10.0) == 10
+    assert list(console.postfix({"psnr": 40.0, "si_snr": -3.0})) == ["si_snr", "psnr", "samples_per_s"]
 
 
 def test_si_snr_from_sums_matches_the_direct_formula():

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from nint_dist.devices import resolve_device
 from nint_dist.models.hashgrid import HashGrid
 
 
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device()
     torch.manual_seed(0)
     kwargs = dict(layers=3, width=64, levels=args.levels, log2_size=args.log2_size, features=2,
                   max_resolution=args.max_resolution)  # fmt: skip

@@ -115,6 +115,10 @@ class Sampler:
     (``sampler.<name>``, a dataclass defined beside the class; None for a sampler without
     options) and ``common`` the keys every sampler shares (``sampler.ratio``, ``.interval``, …)."""
 
+    observes = False
+    """True for a sampler that keeps a map of the training residuals: the loop then hands it
+    each step's per-sample errors through ``observe(ctx, indices, errors)`` (collective)."""
+
     def __init__(self, cfg, common):
         self.cfg, self.common = cfg, common
 
@@ -124,6 +128,10 @@ class Sampler:
 
     def select(self, ctx: SelectionContext, step: int) -> Selection:
         raise NotImplementedError
+
+    def observe(self, ctx: SelectionContext, indices: torch.Tensor, errors: torch.Tensor) -> None:
+        """Only where ``observes``: the per-sample residuals [k] of the selection ``indices`` [k]
+        as the training pass measured them, the same on every worker."""
 
     def state_dict(self) -> dict:
         return {}

@@ -190,7 +190,7 @@ class Loop:
         sel = self.sampler.select(self.ctx, self.steps_done)
         timer.lap("select")
         part = self.exchange.split(sel.indices, sel.weights)
-        errors: list[torch.Tensor] | None = [] if getattr(self.sampler, "observes", False) else None
+        errors: list[torch.Tensor] | None = [] if self.sampler.observes else None
         loss = None
         if self.graphed is not None and errors is None:  # one worker: the pass gathers its targets itself
             timer.lap("exchange")

@@ -90,6 +90,9 @@ class HashGrid(nn.Module):
         dense = [(r + 1) ** in_dim <= self.size for r in self.resolutions]
         level_info = torch.tensor([[r, int(d)] for r, d in zip(self.resolutions, dense, strict=True)])
         self.register_buffer("level_info", level_info.to(torch.int32), persistent=False)
+        self.num_dense = sum(dense)
+        level_start = torch.arange(levels, dtype=torch.int64) * self.size
+        self.register_buffer("level_start", level_start, persistent=False)
         self.mlp = relu_mlp(levels * features, out_dim, layers, width)
 
     @classmethod
@@ -105,18 +108,33 @@ class HashGrid(nn.Module):
                 "model.hashgrid.backend=triton needs a GPU; with train.device=cpu use torch or auto"
             )
 
-    def _indices(self, corner: torch.Tensor, resolution: int) -> torch.Tensor:
-        """Table rows of integer corner coordinates [N, K, D] at one level: [N, K]."""
-        side = resolution + 1
-        if side**self.in_dim <= self.size:  # dense: one entry per grid point, Σ_d corner_d · side^d
-            index = corner[..., self.in_dim - 1]
-            for d in range(self.in_dim - 2, -1, -1):  # no tensor made from host values: no GPU wait
-                index = index * side + corner[..., d]
-            return index
-        hashed = corner[..., 0] * self.primes[0]
-        for d in range(1, self.in_dim):
-            hashed = hashed ^ (corner[..., d] * self.primes[d])
-        return hashed % self.size
+    def _axis_shape(self, d: int) -> list[int]:
+        """Trailing shape of axis d's two offsets among the 2^D corners (axis 0 innermost)."""
+        return [1] * (self.in_dim - 1 - d) + [2] + [1] * d
+
+    def _rows(self, base: torch.Tensor) -> torch.Tensor:
+        """Rows of the flattened tables [levels · size, F] of the 2^D corners of the cells whose
+        lower corners are ``base`` [levels, N, D] (integers): [levels, N, 2^D], corner c having
+        offset (c >> d) & 1 along axis d. Levels whose dense grid fits in the table (a prefix:
+        resolutions grow) are indexed densely, Σ_d corner_d · side^d; finer levels hash, XOR of
+        corner_d · prime_d. Each axis contributes a term per offset; the terms of the axes are
+        combined by broadcasting, so the arithmetic is per axis, not per corner and axis."""
+        parts = []
+        for levels, dense in ((slice(0, self.num_dense), True), (slice(self.num_dense, None), False)):
+            corner = base[levels]
+            if corner.shape[0] == 0:
+                continue
+            stride = torch.ones_like(self.level_info[levels, 0], dtype=torch.int64)
+            rows = None
+            for d in range(self.in_dim):  # axis 0 innermost: corner c's bit d is axis d's offset
+                pair = torch.stack((corner[..., d], corner[..., d] + 1), -1)  # [L, N, 2]
+                term = pair * stride[:, None, None] if dense else pair * self.primes[d]
+                stride = stride * (self.level_info[levels, 0].long() + 1)
+                term = term.view(*term.shape[:2], *self._axis_shape(d))
+                rows = term if rows is None else (rows + term if dense else rows ^ term)
+            rows = rows.flatten(2)
+            parts.append(rows if dense else rows % self.size)
+        return torch.cat(parts) + self.level_start[:, None, None]
 
     def _uses_triton(self, coords: torch.Tensor) -> bool:
         if self.backend == "auto":
@@ -131,19 +149,23 @@ class HashGrid(nn.Module):
             from nint_dist.models import hashgrid_triton
 
             return hashgrid_triton.encode(coords, self.tables, self.level_info, self.read_dtype)
-        unit = ((coords + 1) * 0.5).clamp(0, 1)
-        features = []
-        for level, resolution in enumerate(self.resolutions):
-            position = unit * resolution
-            base = position.floor().clamp(max=resolution - 1)
-            frac = position - base
-            corner = base.long()[:, None, :] + self.corners[None]  # [N, 2^D, D]
-            weight = torch.where(self.corners[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)
-            values = self.tables[level][self._indices(corner, resolution)]  # [N, 2^D, F]
-            if self.read_dtype is not None:  # rounded on read; the gradient passes unrounded
-                values = values + (values.to(self.read_dtype).to(values.dtype) - values).detach()
-            features.append((weight[..., None] * values.to(weight.dtype)).sum(1))
-        return torch.cat(features, dim=-1)
+        # All levels in one gather from the flattened tables: its backward scatters into one
+        # gradient of the tables' size, where a gather per level would make (and sum) one each.
+        # Level-major, so that consecutive reads fall in one level's table (cache-sized on CPUs).
+        resolution = self.level_info[:, 0].to(coords.dtype)[:, None, None]  # [levels, 1, 1]
+        position = ((coords + 1) * 0.5).clamp(0, 1) * resolution  # [levels, N, D]
+        base = torch.minimum(position.floor(), resolution - 1)
+        frac = position - base
+        weight = None  # [levels, N, 2^D]: the product over axes of (1 − frac) or frac
+        for d in range(self.in_dim):
+            pair = torch.stack((1 - frac[..., d], frac[..., d]), -1)
+            pair = pair.view(*pair.shape[:2], *self._axis_shape(d))
+            weight = pair if weight is None else weight * pair
+        values = self.tables.flatten(0, 1)[self._rows(base.long())]  # [levels, N, 2^D, F]
+        if self.read_dtype is not None:  # rounded on read; the gradient passes unrounded
+            values = values + (values.to(self.read_dtype).to(values.dtype) - values).detach()
+        features = (weight.flatten(2)[..., None] * values.to(weight.dtype)).sum(2)  # [levels, N, F]
+        return features.transpose(0, 1).flatten(1)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encode(coords))

@@ -42,7 +42,7 @@ class Update:
         self.module = wrap_for_update(self.model, world_size, device)
         """What forward/backward go through (DDP and/or compiled); ``model`` holds the weights."""
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.train.lr, fused=device.type == "cuda"
+            self.model.parameters(), lr=cfg.train.lr, fused=device.type in ("cuda", "cpu")
         )
         if cfg.train.precision == "fp16" and device.type != "cuda":
             raise ValueError("train.precision=fp16 needs GPUs (use bf16 on CPUs)")

@@ -130,6 +130,7 @@ class ShardContext:
         self.seed = seed
         self.total_steps = total_steps
         self.num_points = shard.spec.num_points
+        self.device = shard.device
         self.timer = timer or PhaseTimer(shard.device)
         """Scoring passes are marked "score"; the rest of a sampler's time is "select"."""
         self.last_scores: dict[str, torch.Tensor] = {}

@@ -40,6 +40,7 @@ class HandContext:
         self.spec = type("Spec", (), {"grid": grid, "domain": ((-1.0, 1.0),) * len(grid)})()
         self.num_points = int(np.prod(grid))
         self.total_steps, self.seed = total_steps, seed
+        self.device = torch.device("cpu")
         self.residual = torch.zeros(self.num_points)
         self.predicted = self.target = torch.zeros(self.num_points, 3)
 

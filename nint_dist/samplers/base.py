@@ -39,6 +39,8 @@ class SelectionContext(Protocol):
     num_points: int
     total_steps: int
     seed: int
+    device: torch.device
+    """Where the workers' selections live."""
 
     def residual_l1(self, precision: str = "full") -> torch.Tensor:
         """Local Σ_c |r| over this worker's shard, [n_local] (no communication)."""

@@ -189,7 +189,7 @@ class ErrorMap(Sampler):
 
     def _setup(self, ctx: SelectionContext) -> None:
         grid = tuple(ctx.spec.grid)
-        self.device = ctx.arange()[:0].device
+        self.device = ctx.device
         if self.cfg.tile_side > 0:
             self.sides = tuple(min(self.cfg.tile_side, size) for size in grid)
         else:

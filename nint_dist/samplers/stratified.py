@@ -53,7 +53,7 @@ class Stratified(ScheduledSampler):
 
     def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
         if self.device is None:
-            self.device = ctx.arange()[:0].device
+            self.device = ctx.device
         strata = torch.arange(count, dtype=torch.int64, device=self.device)
         uniforms = index_uniforms(ctx.seed, step, SALT_STRATUM, strata)
         return Selection.from_parts(strata=stratified_picks(ctx.num_points, count, uniforms, self.cfg.jitter))

@@ -137,10 +137,13 @@ def volume_store(source: Path, folder: Path) -> Path:
 
 
 def variant(text: str) -> tuple[str, list[str]]:
-    """``SAMPLER[:KEY=VALUE,KEY=VALUE]`` → (sampler, overrides)."""
+    """``SAMPLER[:KEY=VALUE,KEY=VALUE]`` → (sampler, overrides); a bare key is the sampler's own
+    (``nint:pool_factor=1`` → ``sampler.nint.pool_factor=1``)."""
+    from nint_dist.samplers import section_name
+
     name, _, settings = text.partition(":")
     return name, [
-        f"sampler.{s}" if not s.startswith(("sampler.", "model.", "train.")) else s
+        f"sampler.{section_name(name)}.{s}" if not s.startswith(("sampler.", "model.", "train.")) else s
         for s in settings.split(",")
         if s
     ]
@@ -176,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--parts", default="image,audio,volume")
     parser.add_argument("--seconds", type=float, default=45.0, help="CPU seconds of training per fit")
-    parser.add_argument("--image-samplers", default="uniform,nint,error-map,soft,evos")
-    parser.add_argument("--modality-samplers", default="uniform,error-map")
+    parser.add_argument("--image-samplers", default="uniform,shuffled,nint,error-map,soft,evos")
+    parser.add_argument("--modality-samplers", default="uniform,shuffled,nint,error-map")
     parser.add_argument("--seeds", default="42,43,44", help="seeds of the audio and volume fits")
     parser.add_argument("--image-seed", type=int, default=42)
     parser.add_argument("--image-every", type=int, default=10, help="steps between image evaluations")

@@ -173,12 +173,56 @@ def index_uniforms(seed: int, step: int, salt: int, indices: torch.Tensor) -> to
     the numbers of its own coordinates only, and every coordinate gets the same number for any
     worker count. Returns float64 [n] on the indices' device.
     """
-    base = (int(seed) * _SEED_MIX + int(step) * 0x632BE59BD9B4E019 + int(salt) * 0xD1B54A32D192ED03) & _MASK64
-    z = indices.to(torch.int64) * _signed(0xBF58476D1CE4E5B9) + _signed(base)
+    z = _mix(indices.to(torch.int64), _key(seed, step, salt))
+    return (_shift_right(z, 11).to(torch.float64) + 0.5) * 2.0**-53
+
+
+def _key(seed: int, step: int, salt: int) -> int:
+    return _signed(int(seed) * _SEED_MIX + int(step) * 0x632BE59BD9B4E019 + int(salt) * 0xD1B54A32D192ED03)
+
+
+def _mix(x: torch.Tensor, key: int) -> torch.Tensor:
+    """A keyed 64-bit hash of int64 values (the SplitMix64 finaliser), as int64 words."""
+    z = x * _signed(0xBF58476D1CE4E5B9) + key
     z = (z ^ _shift_right(z, 30)) * _signed(0xBF58476D1CE4E5B9)
     z = (z ^ _shift_right(z, 27)) * _signed(0x94D049BB133111EB)
-    z = z ^ _shift_right(z, 31)
-    return (_shift_right(z, 11).to(torch.float64) + 0.5) * 2.0**-53
+    return z ^ _shift_right(z, 31)
+
+
+FEISTEL_ROUNDS = 3
+
+
+def epoch_order(seed: int, epoch: int, positions: torch.Tensor, num_points: int) -> torch.Tensor:
+    """The coordinates at ``positions`` [n] (in [0, N)) of epoch ``epoch``'s visiting order: a
+    pseudo-random permutation of [0, N) keyed by (seed, epoch), so an epoch's positions
+    0..N−1 name every coordinate exactly once. Computed per position (no O(N) permutation is
+    stored, so it suits signals of billions of coordinates) and identical on every worker.
+
+    The permutation acts on b-bit words, 2^b the smallest power of two ≥ N (so 2^b < 2N):
+    rounds that each replace the high bits by themselves XOR a keyed hash of the low bits, or
+    the low bits by a hash of the high ones, are bijections, and so is their composition.
+    Values ≥ N are sent through it again until they land in [0, N) (cycle walking), which
+    keeps it a permutation of [0, N); each pass leaves [0, N) with probability < 1/2 and walks
+    only the values still outside (their count is read back to the host once per pass).
+    Returns int64 [n] on the positions' device."""
+    bits = max(2, (num_points - 1).bit_length())
+    low = bits // 2
+    high_mask, low_mask = (1 << (bits - low)) - 1, (1 << low) - 1
+    keys = [_key(seed, epoch, 0xF5E1 + r) for r in range(2 * FEISTEL_ROUNDS)]
+
+    def permute(x: torch.Tensor) -> torch.Tensor:
+        for r in range(FEISTEL_ROUNDS):
+            x = x ^ ((_mix(x & low_mask, keys[2 * r]) & high_mask) << low)
+            x = x ^ (_mix(x >> low, keys[2 * r + 1]) & low_mask)
+        return x
+
+    order = permute(positions.to(torch.int64))
+    rows = torch.nonzero(order >= num_points).squeeze(1)  # the walkers; fewer at every pass
+    while rows.numel():
+        walked = permute(order[rows])
+        order[rows] = walked
+        rows = rows[walked >= num_points]
+    return order
 
 
 def weighted_keys(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:

@@ -55,13 +55,13 @@ def test_help_config_lists_every_key_with_its_docstring(capsys):
     assert listed[: len(expected)] == expected
     assert "train.steps: int = 1000\n    Optimizer steps.\n" in text
     assert "sampler.pass_size: int | None = null\n    Coordinates per pass of the samplers' scoring" in text
-    assert "sampler.nint.pool_factor: float = 3.0\n    Residuals are ranked over a fresh" in text
+    assert "sampler.nint.pool_factor: float = 1.0\n    Residuals are ranked over a pool" in text
     assert launch.main(["--help-config", "run."]) == 0
     assert capsys.readouterr().out.startswith("run.dir: str = 'runs/run'\n")
     assert launch.main(["--help-config", "sampler.nint"]) == 0  # one sub-section, not nint_paper's
     out = capsys.readouterr().out
     shown = [line.split(":")[0] for line in out.splitlines() if line.startswith("sampler.")]
-    assert shown == [k for k in expected if k.startswith("sampler.nint.")] and len(shown) == 10
+    assert shown == [k for k in expected if k.startswith("sampler.nint.")] and len(shown) == 11
     assert launch.main(["--help-config", "nope"]) == 2
 
 

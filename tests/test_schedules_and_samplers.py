@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from nint_dist.config import SamplerConfig
-from nint_dist.samplers.nint import Nint, NintConfig
+from nint_dist.samplers.nint import SALT_EPOCHS, Nint, NintConfig
 from nint_dist.samplers.nint_paper import NintPaper, NintPaperConfig, ntk_share_at
+from nint_dist.samplers.simple import SALT_EPOCHS as SALT_SHUFFLED
+from nint_dist.samplers.simple import Shuffled
 from nint_dist.schedules import num_selected, ratio_at, reselect_at
-from nint_dist.selection import distinct_draw, random_picks, step_generator, topk_canonical
+from nint_dist.selection import distinct_draw, epoch_order, random_picks, step_generator, topk_canonical
 
 
 def test_ratio_schedules():
@@ -48,7 +50,8 @@ class HandContext:
     """A one-process selection context over explicit score vectors (unit test of the sampler)."""
 
     def __init__(self, n, total_steps=1000):
-        self.num_points, self.total_steps = n, total_steps
+        self.num_points, self.total_steps, self.seed = n, total_steps, 0
+        self.device = torch.device("cpu")
         g = torch.Generator().manual_seed(0)
         self.ntk = torch.rand(n, generator=g)
         self.res = torch.rand(n, generator=g)
@@ -120,7 +123,7 @@ def test_nint_paper_reuses_ntk_picks_between_refreshes():
 def test_nint_ranks_a_pool_and_draws_its_uniform_picks_outside_it():
     n, count = 10_000, 2000
     ctx = HandContext(n)
-    sampler = Nint(NintConfig(pool_factor=3.0), SamplerConfig(ratio=0.2))
+    sampler = Nint(NintConfig(pool_factor=3.0, order="independent"), SamplerConfig(ratio=0.2))
     got = sampler.select(ctx, 0)
     draw = distinct_draw(n, 4 * count, step_generator(0, 0))  # the draw the sampler makes
     pool, rest = draw[: 3 * count], draw[3 * count :]
@@ -138,6 +141,37 @@ def test_nint_ranks_a_pool_and_draws_its_uniform_picks_outside_it():
     for step in range(1, 120):
         sampler.select(ctx, step)
     assert ctx.ntk_calls == 6 and sampler.select(ctx, 120).shares["ntk"] == 0
+
+
+def test_nint_in_epochs_takes_its_pool_and_picks_from_the_epoch_order():
+    n = 10_000  # 1000 per step
+    ctx = HandContext(n)
+    sampler = Nint(NintConfig(pool_factor=2.0, ntk_share=0.0), SamplerConfig(ratio=0.1))
+    seen = []
+    for step in range(4):  # 3000 positions per step: the fourth step starts epoch 1
+        got = sampler.select(ctx, step)
+        epoch, start = (0, 3000 * step) if step < 3 else (1, 0)
+        draw = epoch_order(SALT_EPOCHS, epoch, torch.arange(start, start + 3000), n)  # seed 0
+        pool, rest = draw[:2000], draw[2000:]
+        residual = pool[torch.topk(ctx.res[pool], 300).indices]  # 30%: the pool's largest residuals
+        expected = torch.sort(torch.cat([residual, rest[:700]])).values
+        assert torch.equal(got.indices, expected)
+        seen.append(draw)
+    assert torch.unique(torch.cat(seen[:3])).numel() == 9000  # no coordinate twice in an epoch
+    resumed = Nint(NintConfig(pool_factor=2.0, ntk_share=0.0), SamplerConfig(ratio=0.1))
+    resumed.load_state_dict(sampler.state_dict())
+    assert torch.equal(resumed.select(ctx, 4).indices, sampler.select(ctx, 4).indices)
+
+
+def test_shuffled_visits_every_coordinate_once_per_epoch():
+    n, count = 1003, 100
+    ctx = HandContext(n)
+    sampler = Shuffled(None, SamplerConfig(ratio=count / n))
+    epoch0 = torch.cat([sampler.select(ctx, step).indices for step in range(10)])
+    assert torch.unique(epoch0).numel() == 1000  # ten steps, no repeat
+    epoch1 = sampler.select(ctx, 10).indices  # 3 left: the next epoch starts, in a new order
+    assert torch.equal(epoch1, torch.sort(epoch_order(SALT_SHUFFLED, 1, torch.arange(100), n)).values)
+    assert not torch.equal(torch.sort(epoch0[:100]).values, epoch1)
 
 
 def test_nint_ranks_all_coordinates_when_the_pool_would_not_fit():

@@ -190,3 +190,27 @@ def test_a_one_worker_selection_reads_nothing_back_from_the_device():
     assert rest[selection.first_rows(~selection.isin_sorted(rest, picked), 400)].shape == (400,)
     with pytest.raises(RuntimeError, match="meta"):
         int(residuals.sum())  # what a read-back would do
+
+
+@pytest.mark.parametrize("num_points", [1, 2, 3, 7, 64, 1000, 4097, 65_536])
+def test_epoch_order_is_a_permutation_computed_per_position(num_points):
+    positions = torch.arange(num_points)
+    order = selection.epoch_order(7, 3, positions, num_points)
+    assert torch.equal(torch.sort(order).values, positions)  # every coordinate exactly once
+    half = num_points // 2  # any split of the positions (over workers, over steps) agrees
+    parts = [selection.epoch_order(7, 3, p, num_points) for p in (positions[half:], positions[:half])]
+    assert torch.equal(torch.cat(parts[::-1]), order)
+    if num_points >= 64:
+        assert not torch.equal(order, selection.epoch_order(7, 4, positions, num_points))
+        assert not torch.equal(order, selection.epoch_order(8, 3, positions, num_points))
+
+
+def test_epoch_order_puts_each_coordinate_anywhere_with_equal_chance():
+    """Over 400 epochs, how often each of 1000 coordinates falls in an epoch's first 100
+    positions: binomial(400, 0.1), mean 40, sd 6."""
+    n, head = 1000, 100
+    hits = torch.zeros(n)
+    for epoch in range(400):
+        hits[selection.epoch_order(11, epoch, torch.arange(head), n)] += 1
+    assert abs(hits.mean().item() - 40) < 1e-9
+    assert hits.std().item() < 8 and hits.min().item() > 10 and hits.max().item() < 75

@@ -13,13 +13,14 @@ from nint_dist.samplers.expansive import Expansive, ExpansiveConfig
 from nint_dist.samplers.int_sampler import ErrorTopK
 from nint_dist.samplers.nint import Nint, NintConfig
 from nint_dist.samplers.nint_paper import NintPaper, NintPaperConfig
-from nint_dist.samplers.simple import FullBatch, Uniform
+from nint_dist.samplers.simple import FullBatch, Shuffled, Uniform
 from nint_dist.samplers.soft import SoftConfig, SoftMining
 from nint_dist.samplers.stratified import Stratified, StratifiedConfig
 
 SAMPLERS: dict[str, tuple[type[Sampler], type | None]] = {
     "full": (FullBatch, None),
     "uniform": (Uniform, None),
+    "shuffled": (Shuffled, None),
     "nint-paper": (NintPaper, NintPaperConfig),
     "nint": (Nint, NintConfig),
     "int": (ErrorTopK, None),

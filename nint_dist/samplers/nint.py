@@ -3,16 +3,20 @@
 The reference sampler (``nint-paper``) scores all N coordinates at every re-selection; for
 large N that pass costs more than the training step itself. This sampler keeps the rule — NTK
 top-k early, the top residuals among the rest, uniform picks for the remainder — and scores a
-fresh uniform *pool* of ``pool_factor · k`` coordinates instead of all N, so the cost of a step
+*pool* of ``pool_factor · k`` coordinates instead of all N, so the cost of a step
 is set by the batch and not by the signal (TF32 or float16 residual ranking on GPUs is an
 option, ``score_precision``; ranking all N in float16 cost 2 dB late in training, BENCHMARKS.md).
 
-One distinct random draw of ``pool + k`` global indices feeds both parts: its first
-``pool_factor · k`` entries are the pool (NTK scores — with v = Jᵀr estimated on the pool — and
-residuals are ranked there), the entries after them supply the uniform picks. Those picks are
-therefore uniform over the coordinates outside the pool, a set chosen independently of the
-residuals, and no rejection loop is needed. Everything stays on the device: a step queues its
-selection behind the previous step's training without waiting for it.
+The next ``pool_factor · k + k`` coordinates of the epoch order (``order=epochs``: every
+coordinate once per epoch, in a fresh random order each epoch; ``independent``: one distinct
+random draw per re-selection) feed both parts: the first ``pool_factor · k`` are the pool (NTK
+scores — with v = Jᵀr estimated on the pool — and residuals are ranked there), the ones after
+them supply the uniform picks. Those picks are therefore uniform over coordinates outside the
+pool, chosen independently of the residuals, and no rejection loop is needed. In epochs, a
+coordinate looked at once (trained, or passed over in a pool) is not looked at again before
+the rest of the signal has been: on large signals at small ratios, where a step sees 1–2% of
+the coordinates, that coverage is worth more than the ranking (BENCHMARKS.md). Everything stays
+on the device: a step queues its selection behind the previous step's training.
 
 Why a fresh pool and not cached residuals: residual ranks change fast. A cache kept current
 for free (every trained sample's residual from the training forward pass) or re-measured
@@ -28,11 +32,11 @@ the NTK phase covers the first ~50 re-selections only, and on a large signal at 
 those see a few per cent of it. The residual ranking of the pool is what pays there
 (BENCHMARKS.md, "Large signals and other modalities on the CPU").
 
-The draw comes from the (seed, step) generator that every worker evaluates identically, and
-each worker scores the pool entries it owns, so the selection does not depend on the worker
-count. When the pool and the picks would not fit in N (ratio above 1 / (pool_factor + 1)), or
-with ``pool_factor=0``, the pool is the whole signal and the sampler ranks all N as
-``nint-paper`` does.
+The order is a function of (seed, epoch), the draw of the (seed, step) generator, both
+evaluated identically by every worker, and each worker scores the pool entries it owns, so
+the selection does not depend on the worker count. When the pool and the picks would not fit
+in N (ratio above 1 / (pool_factor + 1)), or with ``pool_factor=0``, the pool is the whole
+signal and the sampler ranks all N as ``nint-paper`` does.
 """
 
 import math
@@ -43,7 +47,11 @@ import torch
 
 from nint_dist.samplers.base import Selection, SelectionContext
 from nint_dist.samplers.nint_paper import NintPaper, NintPaperConfig
+from nint_dist.samplers.stream import EpochStream
 from nint_dist.selection import first_rows, isin_sorted
+
+ORDERS = ("epochs", "independent")
+SALT_EPOCHS = 0x1E70
 
 
 @dataclass
@@ -52,12 +60,17 @@ class NintConfig(NintPaperConfig):
 
     KEY: ClassVar[str] = "sampler.nint"
 
-    pool_factor: float = 3.0
-    """Residuals are ranked over a fresh uniform pool of about pool_factor·k coordinates per
-    re-selection (k = the batch size); 0 ranks all N, as nint-paper does."""
+    pool_factor: float = 1.0
+    """Residuals are ranked over a pool of about pool_factor·k coordinates per re-selection
+    (k = the batch size); 0 ranks all N, as nint-paper does. A larger pool ranks better per
+    step but its forward pass costs more: at equal seconds on CPUs 1 beat 3 (BENCHMARKS.md)."""
     ntk_max_points: int = 1_000_000
     """Signals with more coordinates than this skip the NTK share (the pool's residual ranking
     only): there the NTK scores cost several training steps and help a few early ones."""
+    order: str = "epochs"
+    """Where the pool and the uniform picks come from: 'epochs' (the next coordinates of an
+    epoch that visits every coordinate once, in a fresh random order per epoch) or
+    'independent' (a fresh random draw at every re-selection)."""
     score_precision: str = "full"
     """Precision of the residual ranking on GPUs (training keeps its own): 'full' (the training
     dtype), 'tf32' (TensorFloat-32 matrix products) or 'half' (float16 autocast); ignored on
@@ -69,14 +82,23 @@ class NintConfig(NintPaperConfig):
             raise ValueError(
                 f"{self.KEY}.pool_factor must be >= 0 and {self.KEY}.score_precision full, tf32 or half"
             )
+        if self.order not in ORDERS:
+            raise ValueError(f"{self.KEY}.order must be one of {list(ORDERS)}, not {self.order!r}")
 
 
 class Nint(NintPaper):
+    def __init__(self, cfg: NintConfig, common):
+        super().__init__(cfg, common)
+        self.stream = EpochStream(SALT_EPOCHS)
+
     def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
         pool_size = math.ceil(self.cfg.pool_factor * count)
         if pool_size <= 0 or pool_size + count > ctx.num_points:
             return super().draw(ctx, step, count)
-        draw = ctx.distinct_draw(pool_size + count, step)
+        if self.cfg.order == "epochs":
+            draw = self.stream.take(ctx.num_points, pool_size + count, ctx.seed, ctx.device)
+        else:
+            draw = ctx.distinct_draw(pool_size + count, step)
         pool = torch.sort(draw[:pool_size]).values
         rows, candidates = ctx.local_part(pool)
 
@@ -97,3 +119,10 @@ class Nint(NintPaper):
 
     def residual_scores(self, ctx: SelectionContext) -> torch.Tensor:
         return ctx.residual_l1(self.cfg.score_precision)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "consumed": self.stream.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.stream.consumed = int(state.get("consumed", 0))

@@ -84,8 +84,6 @@ class HashGrid(nn.Module):
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
         self.resolutions = [int(math.floor(base_resolution * growth**level)) for level in range(levels)]
         self.tables = nn.Parameter(torch.empty(levels, self.size, features).uniform_(-1e-4, 1e-4))
-        corners = torch.tensor([[(c >> d) & 1 for d in range(in_dim)] for c in range(2**in_dim)])
-        self.register_buffer("corners", corners, persistent=False)
         self.register_buffer("primes", torch.tensor(HASH_PRIMES[:in_dim]), persistent=False)
         dense = [(r + 1) ** in_dim <= self.size for r in self.resolutions]
         level_info = torch.tensor([[r, int(d)] for r, d in zip(self.resolutions, dense, strict=True)])

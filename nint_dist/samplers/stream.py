@@ -5,9 +5,10 @@ was just drawn.
 On a large signal at a small ratio a step sees 1–2% of the coordinates; independent draws per
 step revisit some and leave others unseen (after one epoch's worth of draws, 1/e of the signal
 has never been trained on). A hash grid learns a region's fine levels only where it is
-trained, so covering the signal first is worth much: on a 2.6 MP photograph at ratio 0.01 on a
-CPU, epochs instead of independent draws gave +0.85 dB at equal training seconds
-(BENCHMARKS.md, "Large signals and other modalities on the CPU").
+trained, so covering the signal first can be worth much: on a 2.6 MP photograph at ratio 0.01
+on a CPU, uniform sampling in epochs instead of independent draws gave +0.70 dB at equal
+training seconds (on an easier one it was level; BENCHMARKS.md, "Large signals and other
+modalities on the CPU").
 """
 
 import torch

@@ -6,8 +6,7 @@ import torch
 from nint_dist.config import SamplerConfig
 from nint_dist.samplers.nint import SALT_EPOCHS, Nint, NintConfig
 from nint_dist.samplers.nint_paper import NintPaper, NintPaperConfig, ntk_share_at
-from nint_dist.samplers.simple import SALT_EPOCHS as SALT_SHUFFLED
-from nint_dist.samplers.simple import Shuffled
+from nint_dist.samplers.simple import SALT_SHUFFLED, Shuffled
 from nint_dist.schedules import num_selected, ratio_at, reselect_at
 from nint_dist.selection import distinct_draw, epoch_order, random_picks, step_generator, topk_canonical
 

@@ -6,7 +6,7 @@ import torch
 from nint_dist.samplers.base import Sampler, ScheduledSampler, Selection, SelectionContext
 from nint_dist.samplers.stream import EpochStream
 
-SALT_EPOCHS = 0x5F1E
+SALT_SHUFFLED = 0x5F1E
 
 
 class FullBatch(Sampler):
@@ -30,7 +30,7 @@ class Shuffled(ScheduledSampler):
 
     def __init__(self, cfg, common):
         super().__init__(cfg, common)
-        self.stream = EpochStream(SALT_EPOCHS)
+        self.stream = EpochStream(SALT_SHUFFLED)
 
     def draw(self, ctx: SelectionContext, step: int, count: int) -> Selection:
         return Selection.from_parts(random=self.stream.take(ctx.num_points, count, ctx.seed, ctx.device))

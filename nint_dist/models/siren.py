@@ -42,7 +42,10 @@ class Siren(nn.Module):
     Maps coordinates [N, D] to values [N, C]. The forward pass computes sin(w0·(Wx + b)) as
     sin((w0·W)x + w0·b): the same function with one elementwise pass fewer over the activations
     per layer, forward and backward (the parameters and their names stay those of the plain
-    layers, so checkpoints do not change).
+    layers, so checkpoints do not change). The first layer keeps the model's dtype under
+    autocast: its phase w0·(Wx + b) reaches thousands of radians at audio's first-layer
+    frequency, where bfloat16's 8-bit mantissa is off by radians; it is a thin product
+    (D inputs), so nothing is lost by computing it exactly.
     """
 
     def __init__(
@@ -75,7 +78,9 @@ class Siren(nn.Module):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         *hidden, head = self.net
-        h = coords
-        for linear, sine in zip(hidden[::2], hidden[1::2], strict=True):
+        first, w0 = hidden[0], hidden[1].w0
+        with torch.autocast(coords.device.type, enabled=False):
+            h = torch.sin(F.linear(coords, first.weight * w0, first.bias * w0))
+        for linear, sine in zip(hidden[2::2], hidden[3::2], strict=True):
             h = torch.sin(F.linear(h, linear.weight * sine.w0, linear.bias * sine.w0))
         return head(h)

@@ -27,6 +27,8 @@ from nint_dist import scoring
 from nint_dist.shard import ShardContext
 from nint_dist.steptimer import OFF_CLOCK, PhaseTimer
 
+AUTOCAST_PRECISIONS = ("half", "bf16")
+
 MAX_SIZES = 2
 """Captured sizes kept per pass (each holds its own activation memory)."""
 WARMUP_PASSES = 3
@@ -152,8 +154,8 @@ class GraphedTraining:
 
 class GraphedScoringContext(ShardContext):
     """The selection context whose pool residual ranking (``residual_l1_at``) replays a graph
-    for precisions 'full' and 'tf32'; float16 autocast keeps the eager pass (autocast's cast
-    cache and graph memory do not mix)."""
+    for precisions 'full' and 'tf32'; autocast ('half', 'bf16') keeps the eager pass (autocast's
+    cast cache and graph memory do not mix)."""
 
     capture: Callable[..., Captured] = Captured
 
@@ -162,7 +164,7 @@ class GraphedScoringContext(ShardContext):
         self.pool_graphs: dict[str, GraphCache] = {}
 
     def residual_l1_at(self, rows: torch.Tensor, precision: str = "full") -> torch.Tensor:
-        if precision == "half":
+        if precision in AUTOCAST_PRECISIONS:
             return super().residual_l1_at(rows, precision)
         if precision not in self.pool_graphs:
 

@@ -12,6 +12,7 @@ Legend: n coordinates in the block, m in a pass, D coordinate dims, C channels.
 the block's entries lo..hi-1.
 """
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -53,13 +54,49 @@ def _per_pass(n: int, pass_size: int, compute: Callable[[int, int], torch.Tensor
     return torch.empty(0) if out is None else out
 
 
+PRECISIONS = ("full", "tf32", "half", "bf16")
+"""How a ranking pass may compute (training keeps its own): 'full' (the model's dtype), 'tf32'
+(TensorFloat-32 matrix products, CUDA), 'half' (float16 autocast, CUDA), 'bf16' (bfloat16
+autocast, any device). Neither of the last three changes anything where it does not apply."""
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # absent in some builds
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def ranking_precision(
+    setting: str, device: torch.device, model: nn.Module, bf16_in_hardware: bool | None = None
+) -> str:
+    """The precision of ``model``'s ranking passes: ``setting`` itself, or for 'auto' 'bf16' on a
+    CPU with bfloat16 in hardware when the model is mostly dense matrix products (its class
+    says ``MATMUL_BOUND``: SIREN and Fourier features, whose pool pass runs about 3× faster
+    there and keeps its top sets), and 'full' elsewhere (a hash grid's pass is gathers and small
+    products, 17% slower in bfloat16; on GPUs reduced-precision ranking saved no time:
+    BENCHMARKS.md)."""
+    if setting != "auto":
+        return setting
+    if bf16_in_hardware is None:
+        bf16_in_hardware = native_bf16()
+    dense = getattr(model, "MATMUL_BOUND", False)
+    return "bf16" if device.type == "cpu" and bf16_in_hardware and dense else "full"
+
+
 @contextmanager
-def _tf32_matmul(enabled: bool) -> Iterator[None]:
-    """TensorFloat-32 matrix products inside the block (CUDA only), the previous setting after."""
+def reduced_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """The block's forward passes in ``precision`` (``PRECISIONS``), the previous settings after."""
+    cuda = device.type == "cuda"
     previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = previous or enabled
+    if cuda and precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        yield
+        with (
+            torch.autocast("cuda", dtype=torch.float16, enabled=cuda and precision == "half"),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
+        ):
+            yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
 
@@ -81,18 +118,12 @@ def residual_l1(
     pass_size: int,
     precision: str = "full",
 ) -> torch.Tensor:
-    """Σ_c |f(x_i) − y_i| for the block, [n] (the error criterion of INT and NINT).
-
-    ``precision`` 'half' runs the forward pass under float16 autocast on a GPU, 'tf32' lets its
-    matrix products use TensorFloat-32 (a ranking tolerates either; neither changes anything on
-    a CPU)."""
+    """Σ_c |f(x_i) − y_i| for the block, [n] (the error criterion of INT and NINT), the forward
+    pass in ``precision`` (``PRECISIONS``)."""
 
     def compute(lo: int, hi: int) -> torch.Tensor:
         coords = coords_of(lo, hi)
-        with (
-            torch.autocast("cuda", dtype=torch.float16, enabled=precision == "half" and coords.is_cuda),
-            _tf32_matmul(precision == "tf32"),
-        ):
+        with reduced_precision(precision, coords.device):
             prediction = model(coords)
         return (prediction.to(coords.dtype) - targets_of(lo, hi)).abs().sum(dim=-1)
 
@@ -127,8 +158,11 @@ def error_and_moment_sums(
     return total
 
 
-def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, pass_size: int) -> Params:
-    """v_block = J_blockᵀ r_block with r = f(x) − y (detached), accumulated over passes.
+def residual_vjp(
+    model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: int, pass_size: int, precision: str = "full"
+) -> Params:
+    """v_block = J_blockᵀ r_block with r = f(x) − y (detached), accumulated over passes, the
+    forward passes in ``precision``.
 
     Returns a parameter-shaped dict. Summing it over all blocks of the signal gives the global
     v = Jᵀ r exactly.
@@ -136,30 +170,45 @@ def residual_vjp(model: nn.Module, coords_of: RangeFn, targets_of: RangeFn, n: i
     params = detached_params(model)
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     for lo, hi in pass_bounds(n, pass_size):
-        out, pullback = vjp(_as_function(model, coords_of(lo, hi)), params)
-        (grads,) = pullback((out - targets_of(lo, hi)).detach())
+        coords = coords_of(lo, hi)
+        with reduced_precision(precision, coords.device):
+            out, pullback = vjp(_as_function(model, coords), params)
+        (grads,) = pullback((out - targets_of(lo, hi)).detach().to(out.dtype))
         for name, g in grads.items():
             total[name] += g
     return total
 
 
-def ntk_scores(model: nn.Module, v: Params, coords_of: RangeFn, n: int, pass_size: int) -> torch.Tensor:
-    """s_i = Σ_c (J v)_ic² for the block, [n], with v the global Jᵀ r."""
+def ntk_scores(
+    model: nn.Module, v: Params, coords_of: RangeFn, n: int, pass_size: int, precision: str = "full"
+) -> torch.Tensor:
+    """s_i = Σ_c (J v)_ic² for the block, [n], with v the global Jᵀ r; J v in ``precision``."""
     params = detached_params(model)
 
     @torch.no_grad()
     def compute(lo: int, hi: int) -> torch.Tensor:
-        _, tangent = jvp(_as_function(model, coords_of(lo, hi)), (params,), (v,))
-        return tangent.pow(2).sum(dim=-1)
+        coords = coords_of(lo, hi)
+        with reduced_precision(precision, coords.device):
+            _, tangent = jvp(_as_function(model, coords), (params,), (v,))
+        return tangent.to(coords.dtype).pow(2).sum(dim=-1)
 
     return _per_pass(n, pass_size, compute)
 
 
 @torch.no_grad()
-def output_sq_norm(model: nn.Module, coords_of: RangeFn, n: int, pass_size: int) -> torch.Tensor:
+def output_sq_norm(
+    model: nn.Module, coords_of: RangeFn, n: int, pass_size: int, precision: str = "full"
+) -> torch.Tensor:
     """Σ_c f(x_i)² for the block, [n]: what the reference code ranks as its NTK score (it keeps
     the primal output of ``torch.func.jvp``, f(x), where the paper's rule uses the tangent J v)."""
-    return _per_pass(n, pass_size, lambda lo, hi: model(coords_of(lo, hi)).pow(2).sum(dim=-1))
+
+    def compute(lo: int, hi: int) -> torch.Tensor:
+        coords = coords_of(lo, hi)
+        with reduced_precision(precision, coords.device):
+            out = model(coords)
+        return out.to(coords.dtype).pow(2).sum(dim=-1)
+
+    return _per_pass(n, pass_size, compute)
 
 
 def point_stats(model: nn.Module, coords: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -192,24 +192,30 @@ class ShardContext:
         s = self.shard
         return self._timed("ntk", lambda: self._ntk(s.coords, s.targets, s.size))
 
-    def ntk_scores_at(self, rows: torch.Tensor) -> torch.Tensor:
+    def ranking_precision(self, setting: str) -> str:
+        """``setting`` of a sampler's ``score_precision``, 'auto' resolved for this model and device."""
+        return scoring.ranking_precision(setting, self.device, self.model)
+
+    def ntk_scores_at(self, rows: torch.Tensor, precision: str = "full") -> torch.Tensor:
         """NTK scores of some rows of each worker, with v = Jᵀr summed over those rows of every
         worker (a pool's estimate of the global v, up to a scale the ranking ignores). Collective."""
         coords_of, targets_of = self._rows_fns(rows)
-        return self._timed("ntk_pool", lambda: self._ntk(coords_of, targets_of, rows.numel()))
+        return self._timed("ntk_pool", lambda: self._ntk(coords_of, targets_of, rows.numel(), precision))
 
-    def output_sq_norms(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def output_sq_norms(self, rows: torch.Tensor | None = None, precision: str = "full") -> torch.Tensor:
         """Σ_c f(x)² over this worker's shard, or some rows of it (no communication)."""
         if rows is None:
             coords_of, n = self.shard.coords, self.shard.size
         else:
             coords_of, n = self._rows_fns(rows)[0], rows.numel()
-        return self._timed("ntk", lambda: scoring.output_sq_norm(self.model, coords_of, n, self.pass_size))
+        return self._timed(
+            "ntk", lambda: scoring.output_sq_norm(self.model, coords_of, n, self.pass_size, precision)
+        )
 
-    def _ntk(self, coords_of, targets_of, n: int) -> torch.Tensor:
-        v = scoring.residual_vjp(self.model, coords_of, targets_of, n, self.pass_size)
+    def _ntk(self, coords_of, targets_of, n: int, precision: str = "full") -> torch.Tensor:
+        v = scoring.residual_vjp(self.model, coords_of, targets_of, n, self.pass_size, precision)
         self.comm.all_reduce_sum_(list(v.values()))
-        return scoring.ntk_scores(self.model, v, coords_of, n, self.pass_size)
+        return scoring.ntk_scores(self.model, v, coords_of, n, self.pass_size, precision)
 
     def arange(self) -> torch.Tensor:
         return torch.arange(self.num_points, device=self.shard.device)

@@ -83,7 +83,10 @@ class HandContext:
     def residual_l1_at(self, rows, precision="full"):
         return self.res[rows]
 
-    def ntk_scores_at(self, rows):
+    def ranking_precision(self, setting):
+        return "full"
+
+    def ntk_scores_at(self, rows, precision="full"):
         self.ntk_calls += 1
         return self.ntk[rows]
 

@@ -120,6 +120,60 @@ def test_siren_under_bf16_autocast_keeps_its_first_layer_exact():
     assert (reduced - exact).abs().max() < 0.05 * exact.abs().max()
 
 
+def test_bf16_rankings_keep_the_full_precision_top_sets():
+    """Residual and NTK scores under bfloat16 autocast against the same scores in float32: the
+    top tenth, what a pool ranking keeps, is nearly the same set."""
+    model, coords, targets = audio_siren_and_signal()
+    n, top = coords.shape[0], coords.shape[0] // 10
+
+    def coords_of(lo, hi):
+        return coords[lo:hi]
+
+    def targets_of(lo, hi):
+        return targets[lo:hi]
+
+    def top_set(scores):
+        return set(torch.topk(scores.float(), top).indices.tolist())
+
+    for name, rank in {
+        "residual": lambda p: scoring.residual_l1(model, coords_of, targets_of, n, 1000, p),
+        "ntk": lambda p: scoring.ntk_scores(
+            model, scoring.residual_vjp(model, coords_of, targets_of, n, 1000, p), coords_of, n, 1000, p
+        ),
+        "output": lambda p: scoring.output_sq_norm(model, coords_of, n, 1000, p),
+    }.items():
+        full, reduced = rank("full"), rank("bf16")
+        assert full.dtype == reduced.dtype == torch.float32, name
+        overlap = len(top_set(full) & top_set(reduced)) / top
+        assert overlap > 0.9, (name, overlap)
+
+
+def test_auto_precision_is_bf16_only_for_dense_models_on_a_cpu_that_multiplies_it_in_hardware():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    siren, ffn = Siren(2, 1, layers=2, width=8), FourierFeatureMLP(2, 1, layers=2, width=8, features=4)
+    grid = HashGrid(2, 1, layers=2, width=4, levels=2, log2_size=6)
+    for dense in (siren, ffn):
+        assert scoring.ranking_precision("auto", cpu, dense, bf16_in_hardware=True) == "bf16"
+        assert scoring.ranking_precision("auto", cpu, dense, bf16_in_hardware=False) == "full"
+        assert scoring.ranking_precision("auto", cuda, dense, bf16_in_hardware=True) == "full"
+    assert scoring.ranking_precision("auto", cpu, grid, bf16_in_hardware=True) == "full"
+    for setting in scoring.PRECISIONS:
+        assert scoring.ranking_precision(setting, cpu, grid, bf16_in_hardware=False) == setting
+
+
+def test_fourier_features_under_bf16_autocast_keep_their_projection_exact():
+    """At scale 10 the phases 2π B x reach hundreds of radians: in bfloat16 the features would
+    be other functions; computed exactly, the rest of the network's error is small."""
+    torch.manual_seed(5)
+    model = FourierFeatureMLP(2, 1, layers=3, width=64, features=64, scale=10.0)
+    coords = torch.rand(2000, 2) * 2 - 1
+    with torch.no_grad():
+        exact = model(coords)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reduced = model(coords).float()
+    assert (reduced - exact).abs().max() < 0.05 * exact.abs().max()
+
+
 def test_hash_grid_reads_its_dense_level_at_grid_points_and_interpolates_between():
     grid = HashGrid(2, 1, layers=2, width=4, levels=1, log2_size=10, features=1, base_resolution=4,
                     max_resolution=4).double()  # fmt: skip

@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -26,7 +27,12 @@ class FfnConfig:
 class FourierFeatureMLP(nn.Module):
     """gamma(x) = [sin(2 pi B x), cos(2 pi B x)] with B ~ N(0, scale^2) of shape [features, D],
     fixed at construction (a buffer, drawn from torch's global generator), followed by
-    ``layers`` linear layers with ReLU between them. Maps [N, D] to [N, C]."""
+    ``layers`` linear layers with ReLU between them. Maps [N, D] to [N, C]. The projection B x
+    keeps the model's dtype under autocast: its phases reach hundreds of radians, which
+    bfloat16 would get wrong by a large fraction of a period."""
+
+    MATMUL_BOUND: ClassVar[bool] = True
+    """Its forward pass is mostly dense matrix products (``scoring.ranking_precision``)."""
 
     def __init__(
         self,
@@ -48,5 +54,6 @@ class FourierFeatureMLP(nn.Module):
         return cls(in_dim, out_dim, common.layers, common.width, cfg.features, cfg.scale)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        projected = 2 * math.pi * coords @ self.frequencies.to(coords.dtype).T
+        with torch.autocast(coords.device.type, enabled=False):
+            projected = 2 * math.pi * coords @ self.frequencies.to(coords.dtype).T
         return self.net(torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1))

@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,9 @@ class Siren(nn.Module):
     frequency, where bfloat16's 8-bit mantissa is off by radians; it is a thin product
     (D inputs), so nothing is lost by computing it exactly.
     """
+
+    MATMUL_BOUND: ClassVar[bool] = True
+    """Its forward pass is mostly dense matrix products (``scoring.ranking_precision``)."""
 
     def __init__(
         self,

@@ -57,10 +57,13 @@ class SelectionContext(Protocol):
     def ntk_scores(self) -> torch.Tensor:
         """Local NTK scores ‖(J Jᵀ r)_i‖² with the global v, [n_local]. Collective."""
 
-    def ntk_scores_at(self, rows: torch.Tensor) -> torch.Tensor:
+    def ranking_precision(self, setting: str) -> str:
+        """The precision of this model's ranking passes for ``setting`` ('auto' resolved)."""
+
+    def ntk_scores_at(self, rows: torch.Tensor, precision: str = "full") -> torch.Tensor:
         """NTK scores of some rows of every worker, with v summed over those rows. Collective."""
 
-    def output_sq_norms(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def output_sq_norms(self, rows: torch.Tensor | None = None, precision: str = "full") -> torch.Tensor:
         """Σ_c f(x)² over this worker's shard or some rows of it, [n] (no communication)."""
 
     def global_topk(

@@ -4,8 +4,11 @@ The reference sampler (``nint-paper``) scores all N coordinates at every re-sele
 large N that pass costs more than the training step itself. This sampler keeps the rule — NTK
 top-k early, the top residuals among the rest, uniform picks for the remainder — and scores a
 *pool* of ``pool_factor · k`` coordinates instead of all N, so the cost of a step
-is set by the batch and not by the signal (TF32 or float16 residual ranking on GPUs is an
-option, ``score_precision``; ranking all N in float16 cost 2 dB late in training, BENCHMARKS.md).
+is set by the batch and not by the signal. The pool's rankings may run in reduced precision
+(``score_precision``): by default bfloat16 for the dense models (SIREN, Fourier features) on
+CPUs that multiply it in hardware, where their pool pass runs about 3× faster and the top sets
+stay (BENCHMARKS.md); the training dtype elsewhere (a hash grid's pass gains nothing; on GPUs,
+ranking all N in float16 cost 2 dB late in training).
 
 The next ``pool_factor · k + k`` coordinates of the epoch order (``order=epochs``: every
 coordinate once per epoch, in a fresh random order each epoch; ``independent``: one distinct
@@ -48,6 +51,7 @@ import torch
 from nint_dist.samplers.base import Selection, SelectionContext
 from nint_dist.samplers.nint_paper import NintPaper, NintPaperConfig
 from nint_dist.samplers.stream import EpochStream
+from nint_dist.scoring import PRECISIONS
 from nint_dist.selection import first_rows, isin_sorted
 
 ORDERS = ("epochs", "independent")
@@ -71,16 +75,18 @@ class NintConfig(NintPaperConfig):
     """Where the pool and the uniform picks come from: 'epochs' (the next coordinates of an
     epoch that visits every coordinate once, in a fresh random order per epoch) or
     'independent' (a fresh random draw at every re-selection)."""
-    score_precision: str = "full"
-    """Precision of the residual ranking on GPUs (training keeps its own): 'full' (the training
-    dtype), 'tf32' (TensorFloat-32 matrix products) or 'half' (float16 autocast); ignored on
-    CPUs."""
+    score_precision: str = "auto"
+    """Precision of the pool's residual and NTK rankings (training keeps its own): 'full' (the
+    training dtype), 'tf32' (TensorFloat-32 matrix products, GPUs), 'half' (float16 autocast,
+    GPUs), 'bf16' (bfloat16 autocast) or 'auto': 'bf16' for SIREN and Fourier-feature models
+    on CPUs that multiply bfloat16 in hardware, 'full' elsewhere."""
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pool_factor < 0 or self.score_precision not in ("full", "tf32", "half"):
+        if self.pool_factor < 0 or self.score_precision not in ("auto", *PRECISIONS):
             raise ValueError(
-                f"{self.KEY}.pool_factor must be >= 0 and {self.KEY}.score_precision full, tf32 or half"
+                f"{self.KEY}.pool_factor must be >= 0 and {self.KEY}.score_precision one of "
+                f"auto, {', '.join(PRECISIONS)}"
             )
         if self.order not in ORDERS:
             raise ValueError(f"{self.KEY}.order must be one of {list(ORDERS)}, not {self.order!r}")
@@ -101,6 +107,7 @@ class Nint(NintPaper):
             draw = ctx.distinct_draw(pool_size + count, step)
         pool = torch.sort(draw[:pool_size]).values
         rows, candidates = ctx.local_part(pool)
+        precision = ctx.ranking_precision(self.cfg.score_precision)
 
         def top(scores: torch.Tensor, num: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
             return ctx.global_topk(scores, num, exclude, indices=candidates, num_candidates=pool_size)
@@ -108,8 +115,8 @@ class Nint(NintPaper):
         if ctx.num_points > self.cfg.ntk_max_points:  # large signals: residual ranking only
             ntk = pool[:0]
         else:
-            ntk = self.ntk_part(count, lambda num: top(self.ntk_ranking(ctx, rows), num))
-        residuals = ctx.residual_l1_at(rows, self.cfg.score_precision)
+            ntk = self.ntk_part(count, lambda num: top(self.ntk_ranking(ctx, rows, precision), num))
+        residuals = ctx.residual_l1_at(rows, precision)
         residual = top(residuals, self.num_residual(count, ntk), ntk)
         num_random = count - ntk.numel() - residual.numel()
         rest = draw[pool_size:]  # `count` entries outside the pool; at most |ntk| of them taken
@@ -118,7 +125,7 @@ class Nint(NintPaper):
         return Selection.from_parts(ntk=ntk, residual=residual, random=rest[:num_random])
 
     def residual_scores(self, ctx: SelectionContext) -> torch.Tensor:
-        return ctx.residual_l1(self.cfg.score_precision)
+        return ctx.residual_l1(ctx.ranking_precision(self.cfg.score_precision))
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "consumed": self.stream.consumed}

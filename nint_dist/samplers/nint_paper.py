@@ -74,12 +74,13 @@ def ntk_share_at(call: int, cfg: NintPaperConfig) -> float:
     return cfg.ntk_share * math.exp(exponent)
 
 
-NTK_RANKINGS: dict[str, Callable[[SelectionContext, torch.Tensor | None], torch.Tensor]] = {
-    "paper": lambda ctx, rows: ctx.ntk_scores() if rows is None else ctx.ntk_scores_at(rows),
-    "reference-code": lambda ctx, rows: ctx.output_sq_norms(rows),
+NTK_RANKINGS: dict[str, Callable[[SelectionContext, torch.Tensor | None, str], torch.Tensor]] = {
+    "paper": lambda ctx, rows, prec: ctx.ntk_scores() if rows is None else ctx.ntk_scores_at(rows, prec),
+    "reference-code": lambda ctx, rows, prec: ctx.output_sq_norms(rows, prec),
 }
-"""``ntk_score`` → local scores of the whole shard (rows None) or of some of its rows.
-``paper`` is collective (v = Jᵀr is summed over workers); ``reference-code`` is local."""
+"""``ntk_score`` → local scores of the whole shard (rows None, full precision) or of some of its
+rows (in the given ``scoring.PRECISIONS``). ``paper`` is collective (v = Jᵀr is summed over
+workers); ``reference-code`` is local."""
 
 
 class NintPaper(ScheduledSampler):
@@ -109,9 +110,11 @@ class NintPaper(ScheduledSampler):
                 self.ntk_cache = self.ntk_cache[:num_ntk]
         return self.ntk_cache[:count]
 
-    def ntk_ranking(self, ctx: SelectionContext, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def ntk_ranking(
+        self, ctx: SelectionContext, rows: torch.Tensor | None = None, precision: str = "full"
+    ) -> torch.Tensor:
         """The NTK share's local scores under ``ntk_score``. Collective for ``paper``."""
-        return NTK_RANKINGS[self.cfg.ntk_score](ctx, rows)
+        return NTK_RANKINGS[self.cfg.ntk_score](ctx, rows, precision)
 
     def num_residual(self, count: int, ntk: torch.Tensor) -> int:
         residual_share = max(0.0, 1.0 - self.ntk_share - self.cfg.random_share)

@@ -137,14 +137,15 @@ def volume_store(source: Path, folder: Path) -> Path:
 
 
 def variant(text: str) -> tuple[str, list[str]]:
-    """``SAMPLER[:KEY=VALUE,KEY=VALUE]`` → (sampler, overrides); a bare key is the sampler's own
-    (``nint:pool_factor=1`` → ``sampler.nint.pool_factor=1``)."""
+    """``SAMPLER[:KEY=VALUE+KEY=VALUE]`` → (sampler, overrides); a bare key is the sampler's own
+    (``nint:pool_factor=1`` → ``sampler.nint.pool_factor=1``). Settings are joined with ``+``:
+    the lists of variants are comma-separated."""
     from nint_dist.samplers import section_name
 
     name, _, settings = text.partition(":")
     return name, [
         f"sampler.{section_name(name)}.{s}" if not s.startswith(("sampler.", "model.", "train.")) else s
-        for s in settings.split(",")
+        for s in settings.split("+")
         if s
     ]
 
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"machine": machine(), "seconds": args.seconds, "runs": []}
         for part, text, store, seed, settings in jobs:
             sampler, extra = variant(text)
-            tag = f"{part}-{text.replace(':', '_').replace('=', '-').replace(',', '_')}-{seed}"
+            tag = f"{part}-{text.replace(':', '_').replace('=', '-').replace('+', '_')}-{seed}"
             run = fit(store, args.out / "runs" / tag, sampler, seed, [*settings, *extra], args.seconds)
             run.update(part=part, variant=text)
             results["runs"].append(run)

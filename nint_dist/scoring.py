@@ -74,8 +74,8 @@ def ranking_precision(
     CPU with bfloat16 in hardware when the model is mostly dense matrix products (its class
     says ``MATMUL_BOUND``: SIREN and Fourier features, whose pool pass runs about 3× faster
     there and keeps its top sets), and 'full' elsewhere (a hash grid's pass is gathers and small
-    products, 17% slower in bfloat16; on GPUs reduced-precision ranking saved no time:
-    BENCHMARKS.md)."""
+    products: no faster in bfloat16, and its NTK top set changes; on GPUs reduced-precision
+    ranking saved no time: BENCHMARKS.md)."""
     if setting != "auto":
         return setting
     if bf16_in_hardware is None:

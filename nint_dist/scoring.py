@@ -14,7 +14,7 @@ the block's entries lo..hi-1.
 
 import functools
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
@@ -92,10 +92,11 @@ def reduced_precision(precision: str, device: torch.device) -> Iterator[None]:
     if cuda and precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        with (
-            torch.autocast("cuda", dtype=torch.float16, enabled=cuda and precision == "half"),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
-        ):
+        with ExitStack() as stack:
+            if cuda and precision == "half":
+                stack.enter_context(torch.autocast("cuda", dtype=torch.float16))
+            if precision == "bf16" and torch.amp.is_autocast_available(device.type):
+                stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous

@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from nint_dist.models.exact import outside_autocast
 from nint_dist.models.mlp import relu_mlp
 
 
@@ -54,6 +55,6 @@ class FourierFeatureMLP(nn.Module):
         return cls(in_dim, out_dim, common.layers, common.width, cfg.features, cfg.scale)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(coords.device.type, enabled=False):
+        with outside_autocast(coords.device):
             projected = 2 * math.pi * coords @ self.frequencies.to(coords.dtype).T
         return self.net(torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1))

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nint_dist.models.exact import outside_autocast
+
 
 @dataclass
 class SirenConfig:
@@ -83,7 +85,7 @@ class Siren(nn.Module):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         *hidden, head = self.net
         first, w0 = hidden[0], hidden[1].w0
-        with torch.autocast(coords.device.type, enabled=False):
+        with outside_autocast(coords.device):
             h = torch.sin(F.linear(coords, first.weight * w0, first.bias * w0))
         for linear, sine in zip(hidden[2::2], hidden[3::2], strict=True):
             h = torch.sin(F.linear(h, linear.weight * sine.w0, linear.bias * sine.w0))

@@ -57,7 +57,7 @@ def _per_pass(n: int, pass_size: int, compute: Callable[[int, int], torch.Tensor
 PRECISIONS = ("full", "tf32", "half", "bf16")
 """How a ranking pass may compute (training keeps its own): 'full' (the model's dtype), 'tf32'
 (TensorFloat-32 matrix products, CUDA), 'half' (float16 autocast, CUDA), 'bf16' (bfloat16
-autocast, any device). Neither of the last three changes anything where it does not apply."""
+autocast, devices with autocast). None of the last three changes anything where it does not apply."""
 
 
 @functools.cache

@@ -153,6 +153,7 @@ def test_bf16_rankings_keep_the_full_precision_top_sets():
     }.items():
         full, reduced = rank("full"), rank("bf16")
         assert full.dtype == reduced.dtype == torch.float32, name
+        assert not torch.equal(full, reduced), name  # the scores did come from bfloat16 passes
         overlap = len(top_set(full) & top_set(reduced)) / top
         assert overlap > 0.9, (name, overlap)
 

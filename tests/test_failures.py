@@ -258,8 +258,11 @@ def test_a_worker_that_raises_is_retried_then_one_line(ray_session, tiny_signal,
     assert fit(tiny_signal, run_dir, "train.steps=4", "train.workers=2", "train.max_failures=1") == 1
     line = one_error_line(capsys)
     assert line.startswith("error: training failed") and "chunk row 3 (rows 12-15)" in line
-    for rank in (0, 1):  # the group was started, failed, restarted once, failed again
-        assert json.loads((run_dir / "workers" / f"rank_{rank}.json").read_text())["starts"] == 2
+    # the group was started, failed, restarted once, failed again. Worker 1 records each start
+    # before it reads the damaged rows, so it counts both; worker 0 may be stopped before it records
+    # a start (Ray ends the group as soon as worker 1 raises), so it counts one or two
+    starts = {r: json.loads((run_dir / "workers" / f"rank_{r}.json").read_text())["starts"] for r in (0, 1)}
+    assert starts[1] == 2 and starts[0] in (1, 2)
 
 
 def test_a_worker_that_hangs_in_a_collective_fails_the_run_naming_it(

@@ -126,14 +126,16 @@ def memory_estimate(cfg, spec, stored_itemsize: int, device_type: str, rows: tup
     or forward-mode pass)."""
     import torch
 
-    from nint_dist.models import build_model
+    from nint_dist.models import build_model, is_dense
 
     workers = len(rows)
     shard = max(hi - lo for lo, hi in rows) * spec.points_per_row * spec.channels * stored_itemsize
     with torch.device("meta"):
-        params = sum(p.numel() for p in build_model(len(spec.grid), spec.channels, cfg.model).parameters())
+        model = build_model(len(spec.grid), spec.channels, cfg.model)
+    params = sum(p.numel() for p in model.parameters())
     value_bytes = 8 if cfg.train.dtype == "float64" else 4
-    batch = min(cfg.train.micro_batch, max(1, round(cfg.sampler.ratio * spec.num_points / workers)))
+    micro_batch = cfg.train.micro_batch_on(device_type, is_dense(model))
+    batch = min(micro_batch, max(1, round(cfg.sampler.ratio * spec.num_points / workers)))
     layer_width = cfg.model.width * cfg.model.layers * value_bytes
     return {
         "signal shard": shard,

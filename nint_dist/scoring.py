@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp, vjp
 
+from nint_dist.models import is_dense
+
 RangeFn = Callable[[int, int], torch.Tensor]
 Params = dict[str, torch.Tensor]
 
@@ -72,7 +74,7 @@ def ranking_precision(
 ) -> str:
     """The precision of ``model``'s ranking passes: ``setting`` itself, or for 'auto' 'bf16' on a
     CPU with bfloat16 in hardware when the model is mostly dense matrix products (its class
-    says ``MATMUL_BOUND``: SIREN and Fourier features, whose pool pass runs about 3× faster
+    is ``models.is_dense``: SIREN and Fourier features, whose pool pass runs about 3× faster
     there and keeps its top sets), and 'full' elsewhere (a hash grid's pass is gathers and small
     products: no faster in bfloat16, and its NTK top set changes; on GPUs reduced-precision
     ranking saved no time: BENCHMARKS.md)."""
@@ -80,7 +82,7 @@ def ranking_precision(
         return setting
     if bf16_in_hardware is None:
         bf16_in_hardware = native_bf16()
-    dense = getattr(model, "MATMUL_BOUND", False)
+    dense = is_dense(model)
     return "bf16" if device.type == "cpu" and bf16_in_hardware and dense else "full"
 
 

@@ -49,13 +49,25 @@ def test_any_value_for_any_key_is_accepted_or_one_clear_error(key, value):
     assert isinstance(cfg, Config)
 
 
+def test_training_passes_are_small_only_for_dense_models_on_cpus_unless_set():
+    from nint_dist.models import build_model, is_dense
+
+    for name, dense in (("siren", True), ("ffn", True), ("hashgrid", False)):
+        cfg = load_config(None, ["data.path=x.png", f"model.name={name}"])
+        assert is_dense(build_model(2, 3, cfg.model)) == dense
+        assert cfg.train.micro_batch_on("cpu", dense) == (4096 if dense else 262144)
+        assert cfg.train.micro_batch_on("cuda", dense) == 262144
+    cfg = load_config(None, ["data.path=x.png", "train.micro_batch=100"])
+    assert (cfg.train.micro_batch_on("cpu", True), cfg.train.micro_batch_on("cuda", False)) == (100, 100)
+
+
 def test_pass_sizes_follow_the_device_unless_set():
     auto = load_config(None, ["data.path=x.png"])
     assert (auto.sampler.pass_size_on("cuda"), auto.sampler.pass_size_on("cpu")) == (65536, 4096)
     assert (auto.log.eval_pass_size_on("cuda"), auto.log.eval_pass_size_on("cpu")) == (65536, 4096)
     both = load_config(None, ["data.path=x.png", "sampler.pass_size=100", "log.eval_pass_size=300"])
     assert (both.sampler.pass_size_on("cpu"), both.log.eval_pass_size_on("cuda")) == (100, 300)
-    for key in ("sampler.pass_size", "log.eval_pass_size"):
+    for key in ("sampler.pass_size", "log.eval_pass_size", "train.micro_batch"):
         with pytest.raises(ConfigError, match=key):
             load_config(None, ["data.path=x.png", f"{key}=0"])
 

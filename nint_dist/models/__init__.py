@@ -35,6 +35,14 @@ def build_model(in_dim: int, out_dim: int, cfg) -> nn.Module:
     return MODELS[cfg.name][0].from_config(in_dim, out_dim, _options(cfg), cfg)
 
 
+def is_dense(model: nn.Module) -> bool:
+    """Whether the model's passes are mostly dense matrix products over per-row activations
+    (its class says ``MATMUL_BOUND``): on a CPU they run faster in blocks of rows that stay in
+    cache, and their rankings keep their top sets in bfloat16. A hash grid's are not: they
+    gather from tables, and each backward pass writes a gradient the size of the tables."""
+    return bool(getattr(model, "MATMUL_BOUND", False))
+
+
 def check_device(cfg, device: str) -> None:
     """ValueError where the model section ``cfg`` cannot run on ``train.device``."""
     check = getattr(MODELS[cfg.name][0], "check_device", None)

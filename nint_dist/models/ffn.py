@@ -33,7 +33,7 @@ class FourierFeatureMLP(nn.Module):
     bfloat16 would get wrong by a large fraction of a period."""
 
     MATMUL_BOUND: ClassVar[bool] = True
-    """Its forward pass is mostly dense matrix products (``scoring.ranking_precision``)."""
+    """Its passes are mostly dense matrix products (``models.is_dense``)."""
 
     def __init__(
         self,

@@ -52,7 +52,7 @@ class Siren(nn.Module):
     """
 
     MATMUL_BOUND: ClassVar[bool] = True
-    """Its forward pass is mostly dense matrix products (``scoring.ranking_precision``)."""
+    """Its passes are mostly dense matrix products (``models.is_dense``)."""
 
     def __init__(
         self,

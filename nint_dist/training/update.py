@@ -11,7 +11,7 @@ from torch import nn
 
 from nint_dist.config import Config
 from nint_dist.lr_schedule import lr_at
-from nint_dist.models import build_model
+from nint_dist.models import build_model, is_dense
 from nint_dist.selection import ddp_scaled_loss
 from nint_dist.signal import SignalSpec, flat_to_coords, to_unit
 
@@ -49,6 +49,7 @@ class Update:
         self.scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
         """fp16 only: scales the loss so small gradients survive float16; its state is checkpointed."""
         self.autocast = cfg.train.precision in AUTOCAST
+        self.micro_batch = cfg.train.micro_batch_on(device.type, is_dense(self.model))
 
     def compile(self, first_batch: torch.Tensor) -> float:
         """``torch.compile`` the training module and compile its graph off the training clock:
@@ -76,13 +77,13 @@ class Update:
         num_selected: int,
         errors: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Forward/backward over this worker's part in passes of at most ``train.micro_batch``
+        """Forward/backward over this worker's part in passes of at most ``micro_batch``
         samples. The scaled loss is a sum over samples, so the accumulated gradient equals one
         pass over the whole part, while activation memory stays bounded by the pass size. DDP
         all-reduces once, on the last pass; every worker makes exactly one such pass (also
         with an empty part). Returns this worker's loss; appends each pass's per-sample
         mean_c |f − y| to ``errors`` when given."""
-        size = self.train.micro_batch
+        size = self.micro_batch
         starts = list(range(0, part.numel(), size)) or [0]
         total = torch.zeros((), dtype=self.dtype, device=self.device)
         precision = self.train.precision

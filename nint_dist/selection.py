@@ -182,11 +182,18 @@ def _key(seed: int, step: int, salt: int) -> int:
 
 
 def _mix(x: torch.Tensor, key: int) -> torch.Tensor:
-    """A keyed 64-bit hash of int64 values (the SplitMix64 finaliser), as int64 words."""
-    z = x * _signed(0xBF58476D1CE4E5B9) + key
-    z = (z ^ _shift_right(z, 30)) * _signed(0xBF58476D1CE4E5B9)
-    z = (z ^ _shift_right(z, 27)) * _signed(0x94D049BB133111EB)
-    return z ^ _shift_right(z, 31)
+    """A keyed 64-bit hash of int64 values (the SplitMix64 finaliser), as int64 words. In place
+    on two fresh tensors: on a CPU a new tensor per operation costs more than the arithmetic."""
+    z = x * _signed(0xBF58476D1CE4E5B9)
+    z += key
+    shifted = torch.empty_like(z)
+    for bits, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None)):
+        torch.bitwise_right_shift(z, bits, out=shifted)
+        shifted &= (1 << (64 - bits)) - 1  # a logical shift of the unsigned word
+        z ^= shifted
+        if factor is not None:
+            z *= _signed(factor)
+    return z
 
 
 FEISTEL_ROUNDS = 3
@@ -210,13 +217,18 @@ def epoch_order(seed: int, epoch: int, positions: torch.Tensor, num_points: int)
     high_mask, low_mask = (1 << (bits - low)) - 1, (1 << low) - 1
     keys = [_key(seed, epoch, 0xF5E1 + r) for r in range(2 * FEISTEL_ROUNDS)]
 
-    def permute(x: torch.Tensor) -> torch.Tensor:
+    def permute(x: torch.Tensor) -> torch.Tensor:  # in place
         for r in range(FEISTEL_ROUNDS):
-            x = x ^ ((_mix(x & low_mask, keys[2 * r]) & high_mask) << low)
-            x = x ^ (_mix(x >> low, keys[2 * r + 1]) & low_mask)
+            half = _mix(x & low_mask, keys[2 * r])
+            half &= high_mask
+            half <<= low
+            x ^= half
+            half = _mix(x >> low, keys[2 * r + 1])
+            half &= low_mask
+            x ^= half
         return x
 
-    order = permute(positions.to(torch.int64))
+    order = permute(positions.to(torch.int64, copy=True))
     rows = torch.nonzero(order >= num_points).squeeze(1)  # the walkers; fewer at every pass
     while rows.numel():
         walked = permute(order[rows])

@@ -29,6 +29,7 @@ import torch
 
 from nint_dist.comm import Comm
 from nint_dist.config import Config
+from nint_dist.devices import keep_freed_cpu_memory
 from nint_dist.errors import RunFailed
 from nint_dist.faststep import GraphedScoringContext, GraphedTraining, graphs_wanted
 from nint_dist.plan import RunPlan
@@ -81,6 +82,8 @@ class Loop:
         count the steps' CPU seconds (reported as ``cpu_seconds``); ``budget``: what ends the
         run early in place of ``train.max_seconds`` on the training clock."""
         self.cfg, self.plan, self.rt = cfg, plan, rt
+        if rt.device.type == "cpu":
+            keep_freed_cpu_memory()
         self.clock = Clock(rt.device)
         self.array, self.spec = open_signal(plan.signal)
         self.comm = Comm(rt.rank, rt.world_size)

@@ -37,7 +37,7 @@ def keep_freed_cpu_memory() -> bool:
     the heap, which is trimmed only past 256 MiB free) instead of handing it back to the OS.
     Training on a CPU frees and allocates tensors of megabytes at every pass; by default each
     is mapped afresh, and the page faults of touching it again cost more than the arithmetic
-    on it (a SIREN step on the SDF volume 144 -> 123 CPU ms; BENCHMARKS.md). The heap's
+    on it (a SIREN step on the SDF volume 149 -> 131 CPU ms; BENCHMARKS.md). The heap's
     high-water mark stays reserved until the process ends. Once per process; False where
     the C library is not glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":

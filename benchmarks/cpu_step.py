@@ -64,7 +64,8 @@ print(json.dumps({"ms_per_step": 1000 * seconds / int(steps)}))
 
 def one(
     store: Path, run_dir: Path, sampler: str, setting: str, settings: list[str], warmup: int, steps: int
-) -> dict:
+) -> float:
+    """CPU ms per step of one fit under ``setting``, in a fresh process."""
     overrides, keep = SETTINGS[setting]
     argv = [
         str(store),
@@ -79,7 +80,7 @@ def one(
     done = subprocess.run([sys.executable, "-c", ONE_FIT, *argv], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{sampler} {setting}: {done.stderr.strip().splitlines()[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])["ms_per_step"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"signal": part, "sampler": sampler}
                 for setting in SETTINGS:
                     run_dir = work / "runs" / f"{part}-{sampler}-{setting.replace(' ', '-')}"
-                    row[setting] = one(store, run_dir, sampler, setting, model, args.warmup, args.steps)[
-                        "ms_per_step"
-                    ]
+                    row[setting] = one(store, run_dir, sampler, setting, model, args.warmup, args.steps)
                 results["rows"].append(row)
                 args.out.write_text(json.dumps(results, indent=1))
                 print(

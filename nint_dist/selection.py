@@ -161,9 +161,11 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 values read as unsigned 64-bit words."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
+def _shift_right(x: torch.Tensor, bits: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Logical right shift of int64 values read as unsigned 64-bit words (into ``out`` if given)."""
+    shifted = torch.bitwise_right_shift(x, bits, out=out)
+    shifted &= (1 << (64 - bits)) - 1
+    return shifted
 
 
 def index_uniforms(seed: int, step: int, salt: int, indices: torch.Tensor) -> torch.Tensor:
@@ -188,9 +190,7 @@ def _mix(x: torch.Tensor, key: int) -> torch.Tensor:
     z += key
     shifted = torch.empty_like(z)
     for bits, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None)):
-        torch.bitwise_right_shift(z, bits, out=shifted)
-        shifted &= (1 << (64 - bits)) - 1  # a logical shift of the unsigned word
-        z ^= shifted
+        z ^= _shift_right(z, bits, out=shifted)
         if factor is not None:
             z *= _signed(factor)
     return z

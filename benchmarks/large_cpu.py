@@ -161,12 +161,14 @@ def markdown(runs: list[dict], metric: str) -> str:
     ]
     for name, group in by_variant.items():
         values = [r.get(metric, r["psnr"]) for r in group]
-        each = ", ".join(f"{v:.2f}" for v in values)
+        digits = 3 if metric == "iou" else 2  # IoUs differ in the third digit
+        each = ", ".join(f"{v:.{digits}f}" for v in values)
         psnr = statistics.mean(r["psnr"] for r in group)
         steps = statistics.mean(r["steps"] for r in group)
         ms = statistics.mean(r["ms_per_step"] for r in group)
         mean = statistics.mean(values)
-        lines.append(f"| {name} | {len(group)} | {mean:.2f} ({each}) | {psnr:.2f} | {steps:.0f} | {ms:.0f} |")
+        value = f"{mean:.{digits}f} ({each})"
+        lines.append(f"| {name} | {len(group)} | {value} | {psnr:.2f} | {steps:.0f} | {ms:.0f} |")
     return "\n".join(lines)
 
 

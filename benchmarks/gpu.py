@@ -14,8 +14,12 @@ Parts, in order (each run is skipped, and says so, if it would end past ``--dead
 4. A generated 1-gigapixel signal (32768², written on this machine's CPUs while parts 1-3 run)
    fitted with the hash grid for ``--giga-seconds``: samples/s, peak GPU memory, PSNR curve.
 5. The default sampler against uniform on a second large photograph, as in part 3.
+6. Only when ``--samplers`` names some: each of them on the 14.7 MP photograph as in part 3
+   (the baselines that need no full pass, ``soft`` and ``evos``, and ``error-map``, against the
+   default sampler and uniform). The nine-minute plan leaves no time for it: run it on its own,
+   ``--parts samplers --samplers uniform,nint,soft,evos,error-map`` into a fresh ``--out``.
 
-    python benchmarks/gpu.py --images DIR --out OUT [--deadline-s 515] [--smoke]
+    python benchmarks/gpu.py --images DIR --out OUT [--deadline-s 515] [--parts P,...] [--smoke]
 
 DIR holds ``01.png``, the photograph ``--large`` and the photograph ``--second``. ``--smoke``
 scales everything down (tiny images made from the bundled sample, seconds instead of minutes)
@@ -56,6 +60,7 @@ HASH = [
 ]
 BATCH = 2**18
 """Samples per step on the large signals."""
+PARTS = ("graph", "siren", "large", "giga", "second", "samplers")
 
 
 def device() -> torch.device:
@@ -297,8 +302,13 @@ def main() -> None:
     parser.add_argument("--giga", default="32768x32768", help="generated grid ('' to skip)")
     parser.add_argument("--giga-seconds", type=float, default=150.0)
     parser.add_argument("--deadline-s", type=float, default=515.0, help="wall seconds for all runs")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which of {','.join(PARTS)} to run")
+    parser.add_argument("--samplers", default="", help="part 6: samplers fitted on --large (comma-separated)")
     parser.add_argument("--smoke", action="store_true", help="everything tiny: a plumbing check on a CPU")
     args = parser.parse_args()
+    parts = {p for p in args.parts.split(",") if p}
+    if unknown := sorted(parts - set(PARTS)):
+        parser.error(f"--parts: unknown {', '.join(unknown)} (choose from {', '.join(PARTS)})")
     args.out.mkdir(parents=True, exist_ok=True)
     siren, graph_steps = SIREN, 50
     if args.smoke:
@@ -309,7 +319,7 @@ def main() -> None:
         parser.error("--images is required (or --smoke)")
     giga = args.out / "giga.zarr"
     maker = None
-    if args.giga and not giga.exists():  # on the CPUs, beside parts 1-3 (which need one core)
+    if "giga" in parts and args.giga and not giga.exists():  # on the CPUs, beside parts 1-3 (one core)
         env = {**os.environ, "DASK_NUM_WORKERS": str(max(1, (os.cpu_count() or 2) - 4))}
         log = open(args.out / "generate.log", "w")
         command = [sys.executable, "-m", "nint_dist.generate", str(giga), "--shape", args.giga]
@@ -322,7 +332,8 @@ def main() -> None:
     second = ingest(args.images / args.second, args.out / f"{Path(args.second).stem}.zarr")
     bench.results["settings"] = vars(args) | {"images": str(args.images), "out": str(args.out)}
 
-    graph_check(bench, small, siren, graph_steps)
+    if "graph" in parts:
+        graph_check(bench, small, siren, graph_steps)
     per_step = [
         *siren,
         f"train.steps={args.steps}",
@@ -330,22 +341,30 @@ def main() -> None:
         "log.eval_share=0",
         "log.tensorboard=false",
     ]
-    for name in ("uniform", DEFAULT, "nint-paper"):
-        bench.fit(f"01.png siren {name}", small, [*per_step, f"sampler.name={name}"], 0.0)
-    for name in ("uniform", DEFAULT):  # the card's TensorFloat-32 rate: what a 1 ms step needs
-        settings = [*per_step, f"sampler.name={name}", "train.tf32=true"]
-        bench.fit(f"01.png siren {name}, tf32", small, settings, 0.0)
+    if "siren" in parts:
+        for name in ("uniform", DEFAULT, "nint-paper"):
+            bench.fit(f"01.png siren {name}", small, [*per_step, f"sampler.name={name}"], 0.0)
+        for name in ("uniform", DEFAULT):  # the card's TensorFloat-32 rate: what a 1 ms step needs
+            settings = [*per_step, f"sampler.name={name}", "train.tf32=true"]
+            bench.fit(f"01.png siren {name}, tf32", small, settings, 0.0)
 
-    head_to_head(bench, Path(args.large).stem, large, args.large_seconds, default_logging=True)
+    if "large" in parts:
+        head_to_head(bench, Path(args.large).stem, large, args.large_seconds, default_logging=True)
     if maker is not None:
         print("waiting for the generated signal…", flush=True)
         maker.wait()
-    if giga.exists():
+    if "giga" in parts and giga.exists():
         settings = [*hash_settings(bench, giga, args.giga_seconds), "log.tensorboard=false", "log.every=250"]
         bench.fit(f"generated {args.giga} hash {DEFAULT}", giga, settings, args.giga_seconds)
-    elif args.giga:
+    elif "giga" in parts and args.giga:
         bench.results["skipped"].append(f"generated {args.giga}: the generator failed (see generate.log)")
-    head_to_head(bench, Path(args.second).stem, second, args.large_seconds, default_logging=False)
+    if "second" in parts:
+        head_to_head(bench, Path(args.second).stem, second, args.large_seconds, default_logging=False)
+    if "samplers" in parts:
+        quiet = ["log.tensorboard=false", "log.every=100"]
+        for name in [n for n in args.samplers.split(",") if n]:
+            settings = [*hash_settings(bench, large, args.large_seconds), f"sampler.name={name}", *quiet]
+            bench.fit(f"{Path(args.large).stem} hash {name}, quiet", large, settings, args.large_seconds)
     bench.results["total_seconds"] = elapsed()
     bench.save()
     print_tables(bench.results, args)
@@ -438,7 +457,7 @@ def print_tables(results: dict, args) -> None:
             "—",
             True,
         )
-    else:
+    elif "giga" in args.parts.split(","):
         row(f"gigapixel {args.giga}", "not run", "—", False)
     print(f"\n### Targets ({results['device']})\n")
     print("| target | measured | limit | met |")

@@ -4,7 +4,7 @@
 # google-crc32c, omegaconf, dask, partd, locket, tqdm, ...) are installed from WHEELS_DIR when given
 # and missing.
 #   benchmarks/gpu.sh IMAGES_DIR [OUT_DIR [extra benchmarks/gpu.py options]]
-#   benchmarks/gpu.sh --smoke [OUT_DIR]      # everything tiny: the plumbing, on a CPU
+#   benchmarks/gpu.sh --smoke [OUT_DIR [options]]   # everything tiny: the plumbing, on a CPU
 # IMAGES_DIR holds DIV2K 01.png and the photographs safelanding_5120x2880.jpg and
 # fallenleaf_2560x1600.jpg. The target table is printed last.
 set -euo pipefail
@@ -22,7 +22,7 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 "$python" -c "import torch; print('torch', torch.__version__, 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
 if [ "${1:-}" = "--smoke" ]; then
     out=${2:-runs/gpu-bench-smoke}
-    exec "$python" benchmarks/gpu.py --smoke --out "$out"
+    exec "$python" benchmarks/gpu.py --smoke --out "$out" "${@:3}"
 fi
 images=${1:?usage: benchmarks/gpu.sh IMAGES_DIR [OUT_DIR [options]] | --smoke [OUT_DIR]}
 out=${2:-runs/gpu-bench}

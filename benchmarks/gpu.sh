@@ -24,6 +24,6 @@ if [ "${1:-}" = "--smoke" ]; then
     out=${2:-runs/gpu-bench-smoke}
     exec "$python" benchmarks/gpu.py --smoke --out "$out" "${@:3}"
 fi
-images=${1:?usage: benchmarks/gpu.sh IMAGES_DIR [OUT_DIR [options]] | --smoke [OUT_DIR]}
+images=${1:?usage: benchmarks/gpu.sh IMAGES_DIR [OUT_DIR [options]] | --smoke [OUT_DIR [options]]}
 out=${2:-runs/gpu-bench}
 exec "$python" benchmarks/gpu.py --images "$images" --out "$out" "${@:3}"

@@ -25,6 +25,7 @@ from nint_dist.devices import resolve_device
 from nint_dist.errors import UserError, run_cli
 from nint_dist.ingest import load_source, write_signal
 from nint_dist.plan import CONFIG_FILE, RunPlan, read_run_files, write_run_files
+from nint_dist.samplers import SAMPLERS
 from nint_dist.signal import SignalSpec, open_signal, verifiable_checksums
 
 
@@ -199,6 +200,7 @@ def resolve(
         source = source_of(cfg.data.path)
         signal = str(run_dir / "signal.zarr") if ingest is not None else source
         step = 0
+    check_sampler_suits(cfg, spec)
     plan = RunPlan.split(  # UserError when the signal has too few chunk rows for the workers
         spec,
         run_dir=str(run_dir),
@@ -215,6 +217,16 @@ def resolve(
     if cfg.train.precision == "fp16" and device != "cuda":
         raise UserError("train.precision=fp16 needs GPUs; use train.precision=bf16 on CPUs")
     return Resolution(dataclasses.replace(plan, device=device), spec, dtype, ingest, resuming)
+
+
+def check_sampler_suits(cfg: Config, spec: SignalSpec) -> None:
+    """``UserError`` when the sampler cannot work on this signal: one built on image operators
+    (``Sampler.needs_image``) and a signal that is not an image. Before anything is written."""
+    if SAMPLERS[cfg.sampler.name][0].needs_image and len(spec.grid) != 2:
+        raise UserError(
+            f"sampler.name={cfg.sampler.name} works on images (2-D grids); this signal's grid is"
+            f" {'x'.join(map(str, spec.grid))}: choose another sampler (e.g. nint, uniform, soft)"
+        )
 
 
 def resolve_plan(cfg: Config, verbose: bool = False, resume_dir: str | Path | None = None) -> RunPlan:

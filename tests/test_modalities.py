@@ -144,6 +144,22 @@ def test_audio_through_launch(tmp_path):
     assert final["si_snr"] == pytest.approx(metrics.si_snr(recon, samples), abs=0.05)
 
 
+@pytest.mark.parametrize("sampler", ["evos", "egra", "expansive"])
+def test_image_samplers_refuse_audio_before_anything_is_written(tmp_path, capsys, sampler):
+    clip = tmp_path / "clip.wav"
+    audio.write_wav(clip, make_audio(frames=2048)[:, None], 44100)
+    run_dir = tmp_path / "run"
+    code = launch.main([f"data.path={clip}", f"run.dir={run_dir}", "run.backend=local",
+                        f"sampler.name={sampler}", "train.steps=2", "log.progress=false"])  # fmt: skip
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"error: sampler.name={sampler} works on images (2-D grids); this signal's grid is 2048:"
+        " choose another sampler (e.g. nint, uniform, soft)"
+    ]
+    assert not run_dir.exists()
+
+
 def test_volume_through_launch_on_two_workers(ray_session, tmp_path):
     run_dir = tmp_path / "run"
     source = write_obj(tmp_path / "torus.obj", *torus_mesh())

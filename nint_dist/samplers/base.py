@@ -123,6 +123,9 @@ class Sampler:
     observes = False
     """True for a sampler that keeps a map of the training residuals: the loop then hands it
     each step's per-sample errors through ``observe(ctx, indices, errors)`` (collective)."""
+    needs_image = False
+    """True for a sampler built on image operators (edges, Laplacians): 2-D grids only; a run
+    on any other signal is refused before it starts."""
 
     def __init__(self, cfg, common):
         self.cfg, self.common = cfg, common

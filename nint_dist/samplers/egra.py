@@ -171,6 +171,8 @@ class EgraConfig:
 
 
 class Egra(ScheduledSampler):
+    needs_image = True
+
     def __init__(self, cfg: EgraConfig, common):
         super().__init__(cfg, common)
         self.edges: torch.Tensor | None = None  # recomputed after a resume (a function of the signal)

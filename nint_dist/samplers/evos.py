@@ -77,6 +77,8 @@ def fitness_maps(ctx: SelectionContext, lap_weight: float) -> tuple[torch.Tensor
 
 
 class Evos(Sampler):
+    needs_image = True
+
     def __init__(self, cfg: EvosConfig, common):
         super().__init__(cfg, common)
         self.elite: torch.Tensor | None = None

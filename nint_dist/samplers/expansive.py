@@ -88,6 +88,8 @@ def anchor_mask(ctx: SelectionContext, hysteresis_px: int, area: float) -> torch
 
 
 class Expansive(ScheduledSampler):
+    needs_image = True
+
     def __init__(self, cfg: ExpansiveConfig, common):
         super().__init__(cfg, common)
         self.anchors: torch.Tensor | None = None

@@ -28,6 +28,7 @@ import numpy as np
 
 from nint_dist.bench import machine, prepare_signal
 from nint_dist.errors import UserError, run_cli
+from nint_dist.samplers import SAMPLERS
 
 IMAGE_SIDE = 2048
 IMAGE_MODEL = [
@@ -217,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if source is None:
                 raise UserError(f"--{'audio' if part == 'audio' else 'mesh'} is required for the {part} part")
+            for text in args.modality_samplers.split(","):
+                name = variant(text)[0]
+                if name in SAMPLERS and SAMPLERS[name][0].needs_image:
+                    raise UserError(f"--modality-samplers: {name} works on images only, not on {part}")
             store = prepare(source, signals)
             for seed in seeds:
                 for text in args.modality_samplers.split(","):

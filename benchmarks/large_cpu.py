@@ -97,6 +97,7 @@ def fit(store: Path, run_dir: Path, sampler: str, seed: int, settings: list[str]
         "settings": settings,
         "steps": final["steps"],
         "cpu_seconds": curve["cpu_seconds"][-1],
+        "wall_seconds": final["wall_seconds"],  # evaluations and the final export included
         "ms_per_step": 1000.0 * curve["cpu_seconds"][-1] / max(final["steps"], 1),
         "psnr": final["psnr"],
         **{key: final[key] for key in ("si_snr", "iou") if key in final},

@@ -26,12 +26,16 @@ from nint_dist.models.hashgrid import HASH_PRIMES
 BLOCK = 128
 
 
+_AVAILABLE = importlib.util.find_spec("triton") is not None  # looked up once: torch.compile
+# (PyTorch 2.11) refuses to trace importlib inside a compiled forward pass
+
+
 def available() -> bool:
     """Whether triton is installed (the kernels then run on CUDA, or on a CPU when interpreted)."""
-    return importlib.util.find_spec("triton") is not None
+    return _AVAILABLE
 
 
-if available():
+if _AVAILABLE:
     import triton
     import triton.language as tl
 

@@ -197,8 +197,8 @@ def compare_steps(bench: Bench, signal: Path, settings: list[str], steps: int) -
             eager, _ = trainers["false"].step()
             same_selections &= bool(torch.equal(graphed.indices, eager.indices))
         pairs = zip(trainers["true"].model.parameters(), trainers["false"].model.parameters(), strict=True)
-        diff = max(float((a - b).abs().max()) for a, b in pairs)
-        scale = max(float(p.abs().max()) for p in trainers["false"].model.parameters())
+        diff = max(float((a - b).detach().abs().max()) for a, b in pairs)
+        scale = max(float(p.detach().abs().max()) for p in trainers["false"].model.parameters())
         ms = {}
         for mode, trainer in trainers.items():  # each alone: the comparison waited at every step
             trainer.clock.close_block()

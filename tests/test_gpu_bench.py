@@ -10,8 +10,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _gpu_sh(out: Path, *options: str) -> subprocess.CompletedProcess:
+def _gpu_sh(out: Path, *options: str, without_ray: Path | None = None) -> subprocess.CompletedProcess:
+    """gpu.sh --smoke; with ``without_ray`` (a scratch folder), ``import ray`` fails in it, as on
+    a GPU machine that has no Ray."""
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    if without_ray is not None:
+        (without_ray / "ray").mkdir(parents=True)
+        (without_ray / "ray" / "__init__.py").write_text("raise ImportError('no Ray on this machine')\n")
+        env["PYTHONPATH"] = str(without_ray)
     command = ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--smoke", str(out), *options]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
@@ -33,8 +39,8 @@ def test_every_part_runs_and_the_target_table_comes_last(tmp_path):
     assert "gigapixel 128x128" in table and "wall-clock at default logging" in table
 
 
-def test_parts_picks_the_runs_and_an_unknown_part_is_one_error(tmp_path):
-    done = _gpu_sh(tmp_path / "out", "--parts", "large")
+def test_parts_picks_the_runs_without_ray_and_an_unknown_part_is_one_error(tmp_path):
+    done = _gpu_sh(tmp_path / "out", "--parts", "large", without_ray=tmp_path / "no-ray")
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "gpu_results.json").read_text())
     assert set(results["runs"]) == {"safelanding_5120x2880 hash nint", "safelanding_5120x2880 hash uniform"}

@@ -9,33 +9,21 @@ an ``autograd.Function`` with ``backward`` and ``jvp`` rules, so ``loss.backward
 ``torch.compile`` (which cannot trace a jvp rule) the encoding is one differentiable operator
 with the same backward.
 
-Triton is optional: ``available()`` says whether it can be imported. On a CPU the kernels run
-only under Triton's interpreter (``TRITON_INTERPRET=1`` set before triton is imported), which is
-how the tests check them without a GPU.
+Triton is optional (``nint_dist.triton_support``): on a CPU the kernels run only under Triton's
+interpreter, which is how the tests check them without a GPU.
 
 Legend: N points, D coordinate dims (1–3), L levels, T entries per level's table, F features.
 """
 
-import importlib.util
-import os
-
 import torch
 
 from nint_dist.models.hashgrid import HASH_PRIMES
+from nint_dist.triton_support import available, runs_on
 
 BLOCK = 128
 
 
-_AVAILABLE = importlib.util.find_spec("triton") is not None  # looked up once: torch.compile
-# (PyTorch 2.11) refuses to trace importlib inside a compiled forward pass
-
-
-def available() -> bool:
-    """Whether triton is installed (the kernels then run on CUDA, or on a CPU when interpreted)."""
-    return _AVAILABLE
-
-
-if _AVAILABLE:
+if available():
     import triton
     import triton.language as tl
 
@@ -414,7 +402,7 @@ def encode(
     """Hash-grid features [N, L·F] of coordinates [N, D] in [-1, 1] (see ``_Encode``)."""
     if not available():
         raise RuntimeError("the triton hash-grid backend needs the triton package")
-    if not coords.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if not runs_on(coords):
         raise RuntimeError(
             "the triton hash-grid backend runs on CUDA tensors (on a CPU only under TRITON_INTERPRET=1); "
             "use model.hashgrid.backend=torch or auto"

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from nint_dist import triton_support
+
 _SEED_MIX = 0x9E3779B97F4A7C15
 
 
@@ -199,6 +201,13 @@ def _mix(x: torch.Tensor, key: int) -> torch.Tensor:
 FEISTEL_ROUNDS = 3
 
 
+def feistel_setup(seed: int, epoch: int, num_points: int) -> tuple[list[int], int, int]:
+    """The epoch order's round keys (unsigned 64-bit), and its word: (keys, low bits, bits)."""
+    bits = max(2, (num_points - 1).bit_length())
+    keys = [_key(seed, epoch, 0xF5E1 + r) & _MASK64 for r in range(2 * FEISTEL_ROUNDS)]
+    return keys, bits // 2, bits
+
+
 def epoch_order(seed: int, epoch: int, positions: torch.Tensor, num_points: int) -> torch.Tensor:
     """The coordinates at ``positions`` [n] (in [0, N)) of epoch ``epoch``'s visiting order: a
     pseudo-random permutation of [0, N) keyed by (seed, epoch), so an epoch's positions
@@ -210,12 +219,16 @@ def epoch_order(seed: int, epoch: int, positions: torch.Tensor, num_points: int)
     the low bits by a hash of the high ones, are bijections, and so is their composition.
     Values ≥ N are sent through it again until they land in [0, N) (cycle walking), which
     keeps it a permutation of [0, N); each pass leaves [0, N) with probability < 1/2 and walks
-    only the values still outside (their count is read back to the host once per pass).
+    only the values still outside (their count is read back to the host once per pass). On
+    CUDA with triton installed, one kernel computes the same (``nint_dist.selection_triton``).
     Returns int64 [n] on the positions' device."""
-    bits = max(2, (num_points - 1).bit_length())
-    low = bits // 2
+    keys, low, bits = feistel_setup(seed, epoch, num_points)
+    if positions.is_cuda and triton_support.available():
+        from nint_dist import selection_triton
+
+        return selection_triton.epoch_order(keys, positions, num_points, low, bits)
     high_mask, low_mask = (1 << (bits - low)) - 1, (1 << low) - 1
-    keys = [_key(seed, epoch, 0xF5E1 + r) for r in range(2 * FEISTEL_ROUNDS)]
+    keys = [_signed(key) for key in keys]
 
     def permute(x: torch.Tensor) -> torch.Tensor:  # in place
         for r in range(FEISTEL_ROUNDS):

@@ -4,7 +4,8 @@ Parts, in order (each run is skipped, and says so, if it would end past ``--dead
 1. The fast step checked: the graphed step (``train.cuda_graphs=true``) against the eager one
    (``false``) from the same start — selections and parameters after some steps, then the
    ms/step of each — and the lines that make the host wait for the GPU in 20 graphed steps of
-   the default sampler (on a CPU both steps are eager: only the plumbing is checked).
+   the default sampler (on a CPU both steps are eager: only the plumbing is checked); the epoch
+   order computed on the GPU (one Triton kernel) against the CPU's, and its time per call.
 2. SIREN 6x256 on DIV2K ``01.png``, Adam 1e-4, ratio 0.2, 2000 steps, PSNR every 20 steps off
    the training clock: uniform, the default sampler, ``nint-paper``; uniform and the default
    sampler again with TF32 matrix products.
@@ -41,6 +42,7 @@ import torch
 from nint_dist.config import SamplerConfig, load_config
 from nint_dist.devices import resolve_device
 from nint_dist.ingest import image_signal, write_signal
+from nint_dist.selection import epoch_order
 from nint_dist.training import Loop
 
 STARTED = time.time()
@@ -165,10 +167,32 @@ def graph_check(bench: Bench, signal: Path, settings: list[str], steps: int) -> 
     CPU both steps are eager: only the plumbing is checked)."""
     try:
         bench.results["graph_check"] = compare_steps(bench, signal, settings, steps)
+        count = 1 << 19 if device().type == "cuda" else 4096
+        bench.results["graph_check"]["epoch_order"] = order_check(count)
     except Exception as e:  # the timed runs still follow
         print(f"graph check failed: {e!r}", flush=True)
         bench.results["graph_check"] = {"error": repr(e)}
     bench.save()
+
+
+def order_check(count: int) -> dict:
+    """The epoch order on the device (one Triton kernel on CUDA) against the CPU's PyTorch
+    version, for the first ``count`` positions of an epoch of 01.png's and the 14.7 MP
+    photograph's size, and the device's time per call."""
+    out: dict = {"match": True}
+    for num_points in (2040 * 1356, 5120 * 2880):
+        positions = torch.arange(count, device=device())
+        order = epoch_order(42, 3, positions, num_points)
+        out["match"] &= bool(torch.equal(order.cpu(), epoch_order(42, 3, positions.cpu(), num_points)))
+        sync = torch.cuda.synchronize if device().type == "cuda" else (lambda: None)
+        sync()
+        started = time.perf_counter()
+        for epoch in range(20):
+            epoch_order(42, epoch, positions, num_points)
+        sync()
+        out[f"ms_per_call_{num_points}"] = 1000 * (time.perf_counter() - started) / 20
+    print(f"epoch order check: {out}", flush=True)
+    return out
 
 
 def compare_steps(bench: Bench, signal: Path, settings: list[str], steps: int) -> dict:

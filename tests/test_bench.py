@@ -204,3 +204,37 @@ def test_a_failing_strategy_is_recorded_not_dropped(tmp_path):
     assert [(f["strategy"], f["seed"]) for f in results["failed"]] == [("soft", 42)]
     assert "ratio_schedule=constant" in results["failed"][0]["error"]
     assert "Failed: kodim05@48 soft seed 42" in (out / "tables.md").read_text()
+
+
+def test_step_ops_counts_waits_and_the_epoch_order_as_one_call(tmp_path):
+    """benchmarks/step_ops.py on a tiny signal: a boolean-mask index waits, an integer one does
+    not; ``shuffled`` reads the epoch order, so counted as on CUDA its selection shrinks to a few
+    calls and no wait, while uniform's is the same either way."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from tests.helpers import make_tiny_signal
+
+    path = Path(__file__).parents[1] / "benchmarks" / "step_ops.py"
+    spec = importlib.util.spec_from_file_location("step_ops", path)
+    ops = importlib.util.module_from_spec(spec)
+    sys.modules["step_ops"] = ops
+    spec.loader.exec_module(ops)
+    x = torch.arange(6)
+    assert ops.waits(torch.ops.aten.index.Tensor, (x, [x > 2]))
+    assert not ops.waits(torch.ops.aten.index.Tensor, (x, [x[:2]]))
+    assert ops.waits(torch.ops.aten.nonzero.default, (x,))
+    assert not ops.waits(torch.ops.aten.sort.default, (x,))
+    store = make_tiny_signal(tmp_path)
+    counts = {
+        (sampler, cuda): ops.count_steps(store, tmp_path / f"{sampler}-{cuda}", sampler, 1, 2, cuda)
+        for sampler in ("shuffled", "uniform")
+        for cuda in (False, True)
+    }
+    here, kernel = counts["shuffled", False], counts["shuffled", True]
+    assert here["waits"]["select"] > 0 and here["calls"]["select"] > 50
+    assert kernel["waits"]["select"] == 0 and kernel["calls"]["select"] < 10
+    assert counts["uniform", False] == counts["uniform", True]

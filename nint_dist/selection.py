@@ -199,13 +199,14 @@ def _mix(x: torch.Tensor, key: int) -> torch.Tensor:
 
 
 FEISTEL_ROUNDS = 3
+ROUND_SALT = 0xF5E1
+"""Round r's key is ``_key(seed, epoch, ROUND_SALT + r)`` (two per round)."""
 
 
-def feistel_setup(seed: int, epoch: int, num_points: int) -> tuple[list[int], int, int]:
-    """The epoch order's round keys (unsigned 64-bit), and its word: (keys, low bits, bits)."""
+def feistel_word(num_points: int) -> tuple[int, int]:
+    """The epoch order's word for N coordinates: (bits b, with 2^b ≥ N; the low half's bits)."""
     bits = max(2, (num_points - 1).bit_length())
-    keys = [_key(seed, epoch, 0xF5E1 + r) & _MASK64 for r in range(2 * FEISTEL_ROUNDS)]
-    return keys, bits // 2, bits
+    return bits, bits // 2
 
 
 def epoch_order(seed: int, epoch: int, positions: torch.Tensor, num_points: int) -> torch.Tensor:
@@ -222,13 +223,13 @@ def epoch_order(seed: int, epoch: int, positions: torch.Tensor, num_points: int)
     only the values still outside (their count is read back to the host once per pass). On
     CUDA with triton installed, one kernel computes the same (``nint_dist.selection_triton``).
     Returns int64 [n] on the positions' device."""
-    keys, low, bits = feistel_setup(seed, epoch, num_points)
     if positions.is_cuda and triton_support.available():
         from nint_dist import selection_triton
 
-        return selection_triton.epoch_order(keys, positions, num_points, low, bits)
+        return selection_triton.epoch_order(seed, epoch, positions, num_points)
+    bits, low = feistel_word(num_points)
     high_mask, low_mask = (1 << (bits - low)) - 1, (1 << low) - 1
-    keys = [_signed(key) for key in keys]
+    keys = [_key(seed, epoch, ROUND_SALT + r) for r in range(2 * FEISTEL_ROUNDS)]
 
     def permute(x: torch.Tensor) -> torch.Tensor:  # in place
         for r in range(FEISTEL_ROUNDS):

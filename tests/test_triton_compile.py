@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from nint_dist import selection, triton_support
+from nint_dist import triton_support
 
 pytestmark = pytest.mark.skipif(not triton_support.available(), reason="triton is not installed")
 
@@ -81,12 +81,14 @@ def record(monkeypatch, module, names: list[str]) -> list:
 def test_the_epoch_order_kernel_compiles(compiled_modules, monkeypatch):
     selection_triton = compiled_modules[0]
     launches = record(monkeypatch, selection_triton, ["_epoch_order_kernel"])
-    for num_points in (2, 10_880, 1 << 30 | 5):
-        keys, low, bits = selection.feistel_setup(3, 4, num_points)
-        selection_triton.epoch_order(keys, torch.arange(5), num_points, low, bits)
+    for seed, epoch, num_points in ((3, 4, 2), (3, 5, 10_880), (2**40, 2**33, 1 << 30 | 5)):
+        selection_triton.epoch_order(seed, epoch, torch.arange(5), num_points)
     assert len(launches) == 3
+    signatures = set()
     for kernel, args, constexprs in launches:
         assert "cubin" in compile_for_hopper(kernel, args, constexprs)
+        signatures.add(tuple(type_of(a) for a in args))
+    assert len(signatures) == 2  # another epoch or signal is no new compile, a 64-bit seed is
 
 
 @pytest.mark.parametrize(("dim", "dtype", "table_dtype"), [(2, torch.float32, torch.float32),

@@ -2,10 +2,11 @@
 
 The PyTorch version computes the keyed permutation with about seventy elementwise operations
 and walks the values that fall outside [0, N) again in passes whose count it reads back to the
-host: some 800 kernel launches and seven host waits per call on a small image, on a GPU several
-milliseconds where a small training step takes a few. Here each element is permuted and walked in registers,
-in one launch that never waits on the host. Same words, same rounds, same walk: the result
-equals the PyTorch version's element for element (tested under Triton's interpreter).
+host: some 800 kernel launches and seven host waits per call on a small image, on a GPU
+several milliseconds where a small training step takes a few. Here each element is permuted
+and walked in registers, in one launch that never waits on the host. Same words, same rounds,
+same walk: the result equals the PyTorch version's element for element (tested under Triton's
+interpreter; ``benchmarks/gpu.py`` checks it on the GPU).
 """
 
 import torch

@@ -8,7 +8,10 @@ import pytest
 from tests.helpers import REPO
 
 LAYERS = {
-    "math": ["scoring", "selection", "schedules", "lr_schedule", "metrics", "samplers", "models"],
+    "math": [
+        "triton_support", "scoring", "selection", "selection_triton", "schedules", "lr_schedule", "metrics",
+        "samplers", "models",
+    ],  # fmt: skip
     "data": ["signal", "sources", "ingest", "outputs"],
     "configuration": ["config", "plan", "devices"],
     "orchestration": [

@@ -2,10 +2,11 @@
 
 Parts, in order (each run is skipped, and says so, if it would end past ``--deadline-s``):
 1. The fast step checked: the graphed step (``train.cuda_graphs=true``) against the eager one
-   (``false``) from the same start — selections and parameters after some steps, then the
-   ms/step of each — and the lines that make the host wait for the GPU in 20 graphed steps of
-   the default sampler (on a CPU both steps are eager: only the plumbing is checked); the epoch
-   order computed on the GPU (one Triton kernel) against the CPU's, and its time per call.
+   (``false``) from the same start, for uniform, the default sampler and ``error-map`` —
+   selections and parameters after some steps, then the ms/step of each — and the lines that
+   make the host wait for the GPU in 20 graphed steps of the default sampler (on a CPU both
+   steps are eager: only the plumbing is checked); the epoch order computed on the GPU (one
+   Triton kernel) against the CPU's, and its time per call.
 2. SIREN 6x256 on DIV2K ``01.png``, Adam 1e-4, ratio 0.2, 2000 steps, PSNR every 20 steps off
    the training clock: uniform, the default sampler, ``nint-paper``; uniform and the default
    sampler again with TF32 matrix products.
@@ -197,7 +198,7 @@ def order_check(count: int) -> dict:
 
 def compare_steps(bench: Bench, signal: Path, settings: list[str], steps: int) -> dict:
     out: dict = {}
-    for sampler in ("uniform", DEFAULT):
+    for sampler in ("uniform", DEFAULT, "error-map"):  # error-map: a graphed pass that returns residuals
         trainers = {}
         for mode in ("true", "false"):
             folder = bench.out / f"graph-check-{sampler}-{mode}"

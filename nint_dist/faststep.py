@@ -5,7 +5,8 @@ arithmetic, sets its time. A CUDA graph records a pass's kernels once, for fixed
 memory addresses, and replays them with one launch and no host synchronisation. Captured here:
 
 - the training pass of one worker: gather the selected targets from the shard on the device,
-  forward, loss, backward into gradient tensors that stay in place. It is the loop's own
+  forward, loss, backward into gradient tensors that stay in place, and for a sampler that
+  keeps a map of the fit's error (``error-map``) each sample's residual. It is the loop's own
   pass (``Loop.local_pass``), so it computes what the eager step computes. The optimizer
   step (fused Adam: one multi-tensor kernel) runs after the replay, outside the graph, so
   the learning rate and the optimizer's state stay the loop's to change and to checkpoint;
@@ -28,6 +29,9 @@ from nint_dist.shard import ShardContext
 from nint_dist.steptimer import OFF_CLOCK, PhaseTimer
 
 AUTOCAST_PRECISIONS = ("half", "bf16")
+
+Outputs = torch.Tensor | tuple[torch.Tensor | None, ...]
+"""What a captured pass returns: tensors the graph writes at every replay."""
 
 MAX_SIZES = 2
 """Captured sizes kept per pass (each holds its own activation memory)."""
@@ -60,7 +64,7 @@ def graphs_wanted(
 class Captured:
     """One pass captured for one input size: ``replay(index)`` runs it on new indices."""
 
-    def __init__(self, compute: Callable[[torch.Tensor], torch.Tensor], index: torch.Tensor, reset: Callable):
+    def __init__(self, compute: Callable[[torch.Tensor], Outputs], index: torch.Tensor, reset: Callable):
         self.index = index.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -74,7 +78,7 @@ class Captured:
         with torch.cuda.graph(self.graph):
             self.output = compute(self.index)
 
-    def replay(self, index: torch.Tensor) -> torch.Tensor:
+    def replay(self, index: torch.Tensor) -> Outputs:
         self.index.copy_(index)
         self.graph.replay()
         return self.output
@@ -86,7 +90,7 @@ class GraphCache:
 
     def __init__(
         self,
-        compute: Callable[[torch.Tensor], torch.Tensor],
+        compute: Callable[[torch.Tensor], Outputs],
         timer: PhaseTimer,
         label: str,
         reset: Callable[[], None] = lambda: None,
@@ -98,7 +102,7 @@ class GraphCache:
         self.refused: set[int] = set()
         """Sizes whose capture failed (an operation that cannot be captured): run eagerly."""
 
-    def run(self, index: torch.Tensor) -> torch.Tensor | None:
+    def run(self, index: torch.Tensor) -> Outputs | None:
         size = index.numel()
         entry = self.captured.get(size)
         if entry is None:
@@ -126,7 +130,7 @@ class GraphedTraining:
 
     def __init__(
         self,
-        run_pass: Callable[[torch.Tensor], torch.Tensor],
+        run_pass: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
         params: list[torch.Tensor],
         optimizer: torch.optim.Optimizer,
         timer: PhaseTimer,
@@ -138,17 +142,24 @@ class GraphedTraining:
             run_pass, timer, "train", reset=lambda: optimizer.zero_grad(set_to_none=True), capture=capture
         )
 
-    def run(self, part: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor | None:
+    def run(
+        self, part: torch.Tensor, weights: torch.Tensor | None, errors: list[torch.Tensor] | None = None
+    ) -> torch.Tensor | None:
+        """The loss, or None; appends the samples' residuals to ``errors`` when given (the pass
+        must then compute them: ``run_pass`` returns (loss, residuals or None))."""
         if weights is not None:
             return None
         size = part.numel()
-        loss = self.cache.run(part)
-        if loss is None:
+        out = self.cache.run(part)
+        if out is None:
             return None
+        loss, residuals = out
         if size not in self.grads:  # the graph writes these tensors at every replay
             self.grads[size] = [p.grad for p in self.params]
         for p, grad in zip(self.params, self.grads[size], strict=True):
             p.grad = grad  # the eager path or another size may have replaced or dropped them
+        if errors is not None:
+            errors.append(residuals.clone())
         return loss.clone()
 
 

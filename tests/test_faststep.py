@@ -38,7 +38,11 @@ def replaying_eagerly(params: list[torch.Tensor]):
             attached = [p.grad for p in params]  # a replay leaves the .grad attributes alone
             self.index.copy_(index)
             self.reset()
-            self.output.copy_(self.compute(self.index))
+            fresh = self.compute(self.index)
+            tuples = isinstance(fresh, tuple)
+            for captured, new in zip(self.output, fresh, strict=True) if tuples else [(self.output, fresh)]:
+                if captured is not None:
+                    captured.copy_(new)
             for p, grad, before in zip(params, self.grads, attached, strict=True):
                 if grad is not None:
                     grad.copy_(p.grad)
@@ -96,6 +100,31 @@ def test_graphed_training_steps_match_eager_ones(tiny_signal, tmp_path):
         assert torch.allclose(loss_e, loss_g, rtol=1e-12, atol=0)
         sizes.add(sel_g.indices.numel())
     assert len(graphed.graphed.cache.captured) == MAX_SIZES < len(sizes)
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_graphed_training_hands_the_error_map_its_residuals(tiny_signal, tmp_path):
+    """error-map draws from the residuals of the passes before: graphed, the pass computes
+    them too, so the selections and parameters stay the eager run's."""
+    settings = ["sampler.name=error-map", "sampler.ratio=0.3", "train.steps=8"]
+    eager = trainer(tiny_signal, tmp_path / "eager", *settings)
+    graphed = trainer(tiny_signal, tmp_path / "graphed", *settings)
+    params = list(graphed.model.parameters())
+    graphed.graphed = GraphedTraining(
+        lambda part: graphed.local_pass(part, residuals=True),
+        params,
+        graphed.update.optimizer,
+        graphed.clock.timer,
+        capture=replaying_eagerly(params),
+    )
+    for _ in range(8):
+        sel_e, loss_e = eager.step()
+        sel_g, loss_g = graphed.step()
+        assert torch.equal(sel_e.indices, sel_g.indices)
+        assert torch.allclose(loss_e, loss_g, rtol=1e-12, atol=0)
+    assert len(graphed.graphed.cache.captured) == 1  # the pass was replayed, not run eagerly
+    assert torch.allclose(eager.sampler.sums, graphed.sampler.sums, rtol=1e-12, atol=0)
     for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 

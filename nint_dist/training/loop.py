@@ -122,7 +122,12 @@ class Loop:
         """The training pass replayed from CUDA graphs (one worker on a GPU), else None."""
         if graphs:
             params = list(self.model.parameters())
-            self.graphed = GraphedTraining(self.local_pass, params, self.update.optimizer, self.clock.timer)
+            observes = self.sampler.observes
+
+            def local_pass(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                return self.local_pass(part, observes)
+
+            self.graphed = GraphedTraining(local_pass, params, self.update.optimizer, self.clock.timer)
         eval_size = cfg.log.eval_pass_size_on(rt.device.type)  # evaluation, export, preview
         self.evaluation = Evaluation(
             self.model,
@@ -195,9 +200,9 @@ class Loop:
         part = self.exchange.split(sel.indices, sel.weights)
         errors: list[torch.Tensor] | None = [] if self.sampler.observes else None
         loss = None
-        if self.graphed is not None and errors is None:  # one worker: the pass gathers its targets itself
+        if self.graphed is not None:  # one worker: the pass gathers its targets itself
             timer.lap("exchange")
-            loss = self.graphed.run(part.indices, part.weights)
+            loss = self.graphed.run(part.indices, part.weights, errors)
         if loss is None:
             stored = self.exchange.targets(self.exchange.route(part, sel.indices))
             timer.lap("exchange")
@@ -264,12 +269,17 @@ class Loop:
 
     # ------------------------------------------------------------------ helpers
 
-    def local_pass(self, part: torch.Tensor) -> torch.Tensor:
+    def local_pass(
+        self, part: torch.Tensor, residuals: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One worker's training pass on its own rows (``part`` of global indices, one worker):
         targets gathered on the device, then the update's accumulate. What the CUDA graph of
-        the fast step captures."""
+        the fast step captures. Returns the loss and, if asked, each sample's residual (for
+        a sampler that observes them)."""
         stored = self.shard.values[part - self.shard.start]
-        return self.update.accumulate(part, stored, None, part.numel())
+        errors: list[torch.Tensor] | None = [] if residuals else None
+        loss = self.update.accumulate(part, stored, None, part.numel(), errors)
+        return loss, (torch.cat(errors) if errors else None)
 
     def _first_batch(self) -> torch.Tensor:
         """Coordinates of the first step's size on this worker (to compile the graph on)."""

@@ -6,7 +6,8 @@ Parts, in order (each run is skipped, and says so, if it would end past ``--dead
    selections and parameters after some steps, then the ms/step of each — and the lines that
    make the host wait for the GPU in 20 graphed steps of the default sampler (on a CPU both
    steps are eager: only the plumbing is checked); the epoch order computed on the GPU (one
-   Triton kernel) against the CPU's, and its time per call.
+   Triton kernel) against the CPU's, and its time per call; the hash grid's Triton kernels
+   against the PyTorch grid (output, gradients, J·v), before the parts that train with them.
 2. SIREN 6x256 on DIV2K ``01.png``, Adam 1e-4, ratio 0.2, 2000 steps, PSNR every 20 steps off
    the training clock: uniform, the default sampler, ``nint-paper``; uniform and the default
    sampler again with TF32 matrix products.
@@ -43,8 +44,10 @@ import torch
 from nint_dist.config import SamplerConfig, load_config
 from nint_dist.devices import resolve_device
 from nint_dist.ingest import image_signal, write_signal
+from nint_dist.models.hashgrid import HashGrid
 from nint_dist.selection import epoch_order
 from nint_dist.training import Loop
+from nint_dist.triton_support import runs_on
 
 STARTED = time.time()
 DEFAULT = SamplerConfig().name
@@ -170,6 +173,7 @@ def graph_check(bench: Bench, signal: Path, settings: list[str], steps: int) -> 
         bench.results["graph_check"] = compare_steps(bench, signal, settings, steps)
         count = 1 << 19 if device().type == "cuda" else 4096
         bench.results["graph_check"]["epoch_order"] = order_check(count)
+        bench.results["graph_check"]["grid_kernels"] = grid_check()
     except Exception as e:  # the timed runs still follow
         print(f"graph check failed: {e!r}", flush=True)
         bench.results["graph_check"] = {"error": repr(e)}
@@ -193,6 +197,42 @@ def order_check(count: int) -> dict:
         sync()
         out[f"ms_per_call_{num_points}"] = 1000 * (time.perf_counter() - started) / 20
     print(f"epoch order check: {out}", flush=True)
+    return out
+
+
+def grid_check(points: int = 65536, tolerance: float = 1e-4) -> dict:
+    """The hash grid's Triton kernels against the PyTorch grid on the GPU, before parts 3-6
+    train with them: the output, the gradients of the tables and of the coordinates, and a J·v
+    in the parameters (NINT's NTK scores), as the largest error relative to the largest value.
+    Float32, part 3's grid (16 levels x 2 features, 2^20 table, tables spread over [-1, 1])."""
+    if not runs_on(torch.empty(0, device=device())):
+        return {"skipped": "the kernels run on CUDA (the tests check them interpreted)", "match": True}
+    settings = dict(layers=3, width=64, levels=16, log2_size=20, features=2)
+    torch.manual_seed(0)
+    reference = HashGrid(2, 3, **settings).to(device())
+    torch.nn.init.uniform_(reference.tables, -1.0, 1.0)
+    fused = HashGrid(2, 3, backend="triton", **settings).to(device())
+    fused.load_state_dict(reference.state_dict())
+    coords = torch.rand(points, 2, device=device()) * 2.2 - 1.1  # some outside [-1, 1]: clamped
+    target = torch.rand(points, 3, device=device())
+    params = {name: p.detach() for name, p in reference.named_parameters()}
+    tangents = {name: torch.randn_like(p) for name, p in params.items()}
+    found = {}
+    for name, model in (("torch", reference), ("triton", fused)):
+        x = coords.clone().requires_grad_()
+        y = model(x)
+        (y - target).pow(2).mean().backward()
+        def f(p: dict, model: HashGrid = model) -> torch.Tensor:
+            return torch.func.functional_call(model, p, (coords[:4096],))
+
+        _, along = torch.func.jvp(f, (params,), (tangents,))
+        found[name] = {"forward": y.detach(), "tables": model.tables.grad, "coords": x.grad, "jvp": along}
+    errors = {}
+    for key, expected in found["torch"].items():
+        scale = expected.abs().max().clamp_min(1e-30)
+        errors[key] = float((found["triton"][key] - expected).abs().max() / scale)
+    out = {"relative_errors": errors, "match": all(e <= tolerance for e in errors.values())}
+    print(f"hash grid kernels check: {out}", flush=True)
     return out
 
 

@@ -78,10 +78,15 @@ def distinct_draw(num_points: int, count: int, generator: torch.Generator) -> to
 
     Dense draws (count ≥ N/8) take a prefix of a permutation. Sparse ones draw a little more than
     ``count`` with replacement and keep first occurrences; only they read one number back to
-    the host, to confirm that enough distinct values came (they almost always do)."""
+    the host, to confirm that enough distinct values came (they almost always do). On CUDA with
+    triton installed the draw is the first ``count`` positions of the epoch order keyed by the
+    generator's seed instead: one kernel of O(count) work that never waits on the host, where
+    a permutation of all N sorts N keys and a sparse draw waits once per step."""
     device = generator.device
     if count > num_points:
         raise ValueError(f"cannot draw {count} distinct of {num_points} coordinates")
+    if device.type == "cuda" and triton_support.available():
+        return ordered_draw(num_points, count, generator.initial_seed(), device)
     if count * 8 >= num_points:
         return torch.randperm(num_points, generator=generator, device=device)[:count]
     # Draws needed for count distinct values in expectation, plus a margin of many deviations.
@@ -98,6 +103,12 @@ def distinct_draw(num_points: int, count: int, generator: torch.Generator) -> to
         if int(is_first.sum()) >= count:
             return values[first_rows(is_first, count)]
         draws = count  # rare: draw once more and keep the first occurrences of both draws
+
+
+def ordered_draw(num_points: int, count: int, seed: int, device: torch.device | str) -> torch.Tensor:
+    """``count`` distinct indices of [0, N): the first ``count`` positions of the epoch order
+    keyed by ``seed`` (``distinct_draw`` on CUDA). Returns int64 [count] on ``device``."""
+    return epoch_order(seed, 0, torch.arange(count, device=device), num_points)
 
 
 def first_rows(mask: torch.Tensor, count: int) -> torch.Tensor:

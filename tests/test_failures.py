@@ -69,6 +69,7 @@ def _nan_topk(rank: int, world: int, port: int, signal: str, folder: str) -> Non
     nan = torch.full((shard.size,), float("nan"), dtype=torch.float64)  # a diverged model's scores
     torch.save(ctx.global_topk(nan, 200), Path(folder) / f"rank{rank}.pt")  # k > a shard's 160
     if world > 1:
+        dist.barrier()  # no rank tears its connections down while another still uses them (gloo aborts)
         dist.destroy_process_group()
 
 

@@ -113,6 +113,7 @@ def _ddp_gradient(rank, world, port, coords, targets, out):
     loss.backward()
     if rank == 0:
         out.put(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).tolist())
+    dist.barrier()  # no rank tears its connections down while another still uses them (gloo aborts)
     dist.destroy_process_group()
 
 

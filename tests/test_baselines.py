@@ -353,8 +353,9 @@ def _worker(rank, world, port, signal, folder):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.save(_selections(_context(signal, rank, world)), Path(folder) / f"rank{rank}.pt")
-    dist.barrier()  # no rank tears its connections down while another still uses them (gloo aborts)
+    dist.barrier()  # no rank tears its connections down while another still uses them
     dist.destroy_process_group()
+    os._exit(0)  # the interpreter's teardown sometimes aborts on a thread gloo left (SIGABRT)
 
 
 @pytest.fixture(scope="module")

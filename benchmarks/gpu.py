@@ -185,11 +185,11 @@ def order_check(count: int) -> dict:
     version, for the first ``count`` positions of an epoch of 01.png's and the 14.7 MP
     photograph's size, and the device's time per call."""
     out: dict = {"match": True}
+    positions = torch.arange(count, device=device())
+    sync = torch.cuda.synchronize if device().type == "cuda" else (lambda: None)
     for num_points in (2040 * 1356, 5120 * 2880):
-        positions = torch.arange(count, device=device())
         order = epoch_order(42, 3, positions, num_points)
         out["match"] &= bool(torch.equal(order.cpu(), epoch_order(42, 3, positions.cpu(), num_points)))
-        sync = torch.cuda.synchronize if device().type == "cuda" else (lambda: None)
         sync()
         started = time.perf_counter()
         for epoch in range(20):

@@ -46,6 +46,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def leave_spawned_rank() -> None:
+    """End a spawned test process that joined a gloo group, once its result is handed over: a
+    barrier (no rank tears its connections down while another still uses them), the group
+    destroyed, then ``os._exit``: the interpreter's own teardown sometimes aborted (SIGABRT) on a
+    thread gloo had left."""
+    import os
+
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)
+
+
 def make_tiny_signal(folder: Path, rows: int = 24, cols: int = 20, chunk_rows: int = 4) -> Path:
     """A small RGB gradient-plus-texture signal in zarr (24x20 in chunks of 4 rows: 6 chunk rows)."""
     from nint_dist.ingest import write_signal

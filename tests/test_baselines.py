@@ -28,7 +28,7 @@ from nint_dist.samplers.stratified import SALT_STRATUM, StratifiedConfig
 from nint_dist.shard import ShardContext, load_shard
 from nint_dist.signal import open_signal
 from nint_dist.training.exchange import gather_parts
-from tests.helpers import free_port, launch_fit
+from tests.helpers import free_port, launch_fit, leave_spawned_rank
 
 # ---------------------------------------------------------------- a one-process context by hand
 
@@ -353,9 +353,7 @@ def _worker(rank, world, port, signal, folder):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.save(_selections(_context(signal, rank, world)), Path(folder) / f"rank{rank}.pt")
-    dist.barrier()  # no rank tears its connections down while another still uses them
-    dist.destroy_process_group()
-    os._exit(0)  # the interpreter's teardown sometimes aborts on a thread gloo left (SIGABRT)
+    leave_spawned_rank()
 
 
 @pytest.fixture(scope="module")

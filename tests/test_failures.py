@@ -9,7 +9,7 @@ import torch
 
 from nint_dist import checkpoint, launch
 from nint_dist.errors import RunFailed, UserError, run_cli
-from tests.helpers import EXACT_FIT, free_port, launch_fit, make_tiny_signal
+from tests.helpers import EXACT_FIT, free_port, launch_fit, leave_spawned_rank, make_tiny_signal
 
 SETTINGS = [*EXACT_FIT, "log.progress=false", "log.tensorboard=false"]
 
@@ -69,9 +69,7 @@ def _nan_topk(rank: int, world: int, port: int, signal: str, folder: str) -> Non
     nan = torch.full((shard.size,), float("nan"), dtype=torch.float64)  # a diverged model's scores
     torch.save(ctx.global_topk(nan, 200), Path(folder) / f"rank{rank}.pt")  # k > a shard's 160
     if world > 1:
-        dist.barrier()  # no rank tears its connections down while another still uses them
-        dist.destroy_process_group()
-        os._exit(0)  # the interpreter's teardown sometimes aborts on a thread gloo left (SIGABRT)
+        leave_spawned_rank()
 
 
 def test_nan_scores_select_the_same_coordinates_on_one_and_three_workers(tiny_signal, tmp_path):

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from nint_dist import selection
 from nint_dist.models.siren import Siren
-from tests.helpers import free_port
+from tests.helpers import free_port, leave_spawned_rank
 
 
 def brute_topk(scores, indices, k):
@@ -113,9 +113,7 @@ def _ddp_gradient(rank, world, port, coords, targets, out):
     loss.backward()
     if rank == 0:
         out.put(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).tolist())
-    dist.barrier()  # no rank tears its connections down while another still uses them
-    dist.destroy_process_group()
-    os._exit(0)  # the interpreter's teardown sometimes aborts on a thread gloo left (SIGABRT)
+    leave_spawned_rank()
 
 
 @pytest.mark.parametrize("world", [2, 3])

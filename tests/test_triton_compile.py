@@ -99,8 +99,11 @@ def test_the_hash_grid_kernels_compile(compiled_modules, monkeypatch, dim, dtype
     kernels = ["_forward_kernel", "_table_grad_kernel", "_coords_grad_kernel"]
     launches = record(monkeypatch, hashgrid_triton, kernels)
     coords = torch.rand(7, dim, dtype=dtype)
-    tables = torch.zeros(4, 64, 2, dtype=table_dtype)
-    level_info = torch.tensor([[2, 1], [4, 1], [8, 0], [16, 0]], dtype=torch.int32)
+    rows = [3**dim, 5**dim, 64, 64]  # two dense levels, two hashed
+    tables = torch.zeros(sum(rows), 2, dtype=table_dtype)
+    starts = [sum(rows[:level]) for level in range(4)]
+    level_info = torch.tensor([[2, 1, starts[0], rows[0]], [4, 1, starts[1], rows[1]], [8, 0, starts[2], 64],
+                               [16, 0, starts[3], 64]], dtype=torch.int64)  # fmt: skip
     grad = torch.zeros(7, 8, dtype=dtype)
     hashgrid_triton._launch_forward(coords, tables, level_info)
     hashgrid_triton._launch_forward(coords, tables, level_info, torch.ones_like(coords))

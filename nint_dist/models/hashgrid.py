@@ -3,8 +3,12 @@ plain PyTorch: the capacity that large signals need, still a function ``torch.fu
 differentiate with respect to every table entry (so NINT scores it like any other model).
 
 Level l has resolution floor(base · growth^l) with growth chosen so that the last level reaches
-``max_resolution``. A level whose dense grid fits in the table is indexed densely; finer levels
-hash the integer corner coordinates (XOR of coordinate × prime) into ``2^log2_size`` entries.
+``max_resolution``. A level whose dense grid fits in ``2^log2_size`` entries is indexed densely
+and holds only its (resolution + 1)^D grid points; finer levels hash the integer corner
+coordinates (XOR of coordinate × prime) into ``2^log2_size`` entries. All levels' entries are
+rows of one parameter [Σ rows, F], level after level, so no row is allocated, zeroed, and
+updated by Adam that no point can reach (with 16 levels and 2^19–2^20 entries, most coarse
+levels need a small fraction of a table: the parameter is 2–3× smaller than 16 full tables).
 Features of the 2^D corners are interpolated (bi/trilinearly) and concatenated over levels.
 Maps coordinates [N, D] in [-1, 1] to values [N, C].
 
@@ -83,14 +87,16 @@ class HashGrid(nn.Module):
         self.in_dim, self.levels, self.size = in_dim, levels, 2**log2_size
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
         self.resolutions = [int(math.floor(base_resolution * growth**level)) for level in range(levels)]
-        self.tables = nn.Parameter(torch.empty(levels, self.size, features).uniform_(-1e-4, 1e-4))
-        self.register_buffer("primes", torch.tensor(HASH_PRIMES[:in_dim]), persistent=False)
         dense = [(r + 1) ** in_dim <= self.size for r in self.resolutions]
-        level_info = torch.tensor([[r, int(d)] for r, d in zip(self.resolutions, dense, strict=True)])
-        self.register_buffer("level_info", level_info.to(torch.int32), persistent=False)
+        self.level_rows = [
+            (r + 1) ** in_dim if d else self.size for r, d in zip(self.resolutions, dense, strict=True)
+        ]
+        starts = [sum(self.level_rows[:level]) for level in range(levels)]
+        self.tables = nn.Parameter(torch.empty(sum(self.level_rows), features).uniform_(-1e-4, 1e-4))
+        self.register_buffer("primes", torch.tensor(HASH_PRIMES[:in_dim]), persistent=False)
+        level_info = list(zip(self.resolutions, map(int, dense), starts, self.level_rows, strict=True))
+        self.register_buffer("level_info", torch.tensor(level_info, dtype=torch.int64), persistent=False)
         self.num_dense = sum(dense)
-        level_start = torch.arange(levels, dtype=torch.int64) * self.size
-        self.register_buffer("level_start", level_start, persistent=False)
         self.mlp = relu_mlp(levels * features, out_dim, layers, width)
 
     @classmethod
@@ -106,12 +112,26 @@ class HashGrid(nn.Module):
                 "model.hashgrid.backend=triton needs a GPU; with train.device=cpu use torch or auto"
             )
 
+    def level_table(self, level: int) -> slice:
+        """The rows of ``tables`` that hold one level's entries."""
+        start, rows = self.level_info[level, 2:].tolist()
+        return slice(start, start + rows)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Loads checkpoints written before the levels were packed ([levels, 2^log2_size, F],
+        each level a full table): a level's rows beyond its own count were never read."""
+        key = prefix + "tables"
+        old = state_dict.get(key)
+        if old is not None and old.dim() == 3 and old.shape[:2] == (self.levels, self.size):
+            state_dict[key] = torch.cat([old[level, :rows] for level, rows in enumerate(self.level_rows)])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _axis_shape(self, d: int) -> list[int]:
         """Trailing shape of axis d's two offsets among the 2^D corners (axis 0 innermost)."""
         return [1] * (self.in_dim - 1 - d) + [2] + [1] * d
 
     def _rows(self, base: torch.Tensor) -> torch.Tensor:
-        """Rows of the flattened tables [levels · size, F] of the 2^D corners of the cells whose
+        """Rows of ``tables`` [Σ rows, F] of the 2^D corners of the cells whose
         lower corners are ``base`` [levels, N, D] (integers): [levels, N, 2^D], corner c having
         offset (c >> d) & 1 along axis d. Levels whose dense grid fits in the table (a prefix:
         resolutions grow) are indexed densely, Σ_d corner_d · side^d; finer levels hash, XOR of
@@ -132,7 +152,7 @@ class HashGrid(nn.Module):
                 rows = term if rows is None else (rows + term if dense else rows ^ term)
             rows = rows.flatten(2)
             parts.append(rows if dense else rows % self.size)
-        return torch.cat(parts) + self.level_start[:, None, None]
+        return torch.cat(parts) + self.level_info[:, 2, None, None]
 
     def _uses_triton(self, coords: torch.Tensor) -> bool:
         if self.backend == "auto":
@@ -147,7 +167,7 @@ class HashGrid(nn.Module):
             from nint_dist.models import hashgrid_triton
 
             return hashgrid_triton.encode(coords, self.tables, self.level_info, self.read_dtype)
-        # All levels in one gather from the flattened tables: its backward scatters into one
+        # All levels in one gather from the packed tables: its backward scatters into one
         # gradient of the tables' size, where a gather per level would make (and sum) one each.
         # Level-major, so that consecutive reads fall in one level's table (cache-sized on CPUs).
         resolution = self.level_info[:, 0].to(coords.dtype)[:, None, None]  # [levels, 1, 1]
@@ -159,7 +179,7 @@ class HashGrid(nn.Module):
             pair = torch.stack((1 - frac[..., d], frac[..., d]), -1)
             pair = pair.view(*pair.shape[:2], *self._axis_shape(d))
             weight = pair if weight is None else weight * pair
-        values = self.tables.flatten(0, 1)[self._rows(base.long())]  # [levels, N, 2^D, F]
+        values = self.tables[self._rows(base.long())]  # [levels, N, 2^D, F]
         if self.read_dtype is not None:  # rounded on read; the gradient passes unrounded
             values = values + (values.to(self.read_dtype).to(values.dtype) - values).detach()
         features = (weight.flatten(2)[..., None] * values.to(weight.dtype)).sum(2)  # [levels, N, F]

@@ -12,7 +12,9 @@ with the same backward.
 Triton is optional (``nint_dist.triton_support``): on a CPU the kernels run only under Triton's
 interpreter, which is how the tests check them without a GPU.
 
-Legend: N points, D coordinate dims (1–3), L levels, T entries per level's table, F features.
+Legend: N points, D coordinate dims (1–3), L levels, R rows of all levels' entries, F features.
+``level_info`` [L, 4] int64 holds each level's resolution, whether it is indexed densely, its
+first row and its row count (a power of two where it is hashed).
 """
 
 import torch
@@ -45,7 +47,8 @@ if available():
 
     @triton.jit
     def _row(c: tl.constexpr, b0, b1, b2, D: tl.constexpr, side, dense, size_mask):
-        """Table row of corner c (bit d of c: +1 along dim d) of the cells b0, b1, b2."""
+        """Row of corner c (bit d of c: +1 along dim d) of the cells b0, b1, b2 within its
+        level's entries."""
         c0 = b0 + (c & 1)
         c1 = b1 + ((c >> 1) & 1)
         c2 = b2 + ((c >> 2) & 1)
@@ -107,9 +110,12 @@ if available():
 
     @triton.jit
     def _cell(coords_ptr, level_ptr, n, mask, level, D: tl.constexpr):
-        """Resolution-dependent geometry of the points n at one level."""
-        res_int = tl.load(level_ptr + level * 2)
-        dense = tl.load(level_ptr + level * 2 + 1)
+        """Resolution-dependent geometry of the points n at one level, and the level's rows:
+        the first, and the mask of a hashed row (the row count less one)."""
+        res_int = tl.load(level_ptr + level * 4)
+        dense = tl.load(level_ptr + level * 4 + 1)
+        start = tl.load(level_ptr + level * 4 + 2)
+        size_mask = tl.load(level_ptr + level * 4 + 3) - 1
         res = res_int.to(coords_ptr.dtype.element_ty)
         b0, f0, s0 = _axis(coords_ptr, n, mask, 0, D, res)
         b1, f1, s1 = b0, f0, s0
@@ -119,7 +125,7 @@ if available():
         if D > 2:
             b2, f2, s2 = _axis(coords_ptr, n, mask, 2, D, res)
         side = res_int.to(tl.int64) + 1
-        return b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense
+        return b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense, start, size_mask
 
     @triton.jit
     def _add(a, b):
@@ -138,16 +144,18 @@ if available():
     @triton.jit
     def _forward_kernel(
         coords_ptr, tables_ptr, level_ptr, out_ptr, tangent_ptr, out_tangent_ptr,
-        N, size_mask, table_rows,
+        N,
         D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, L: tl.constexpr, HAS_TANGENT: tl.constexpr,
         BLOCK: tl.constexpr,
     ):  # fmt: skip
-        """out[n, level·F + f] = Σ_c w_c · table[level, row_c, f]; with HAS_TANGENT also the
+        """out[n, level·F + f] = Σ_c w_c · tables[start + row_c, f]; with HAS_TANGENT also the
         derivative of that along the coordinate tangent (dx[n, D])."""
         n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         level = tl.program_id(1)
         mask = n < N
-        b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense = _cell(coords_ptr, level_ptr, n, mask, level, D)
+        b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense, base, size_mask = _cell(
+            coords_ptr, level_ptr, n, mask, level, D
+        )
         f, out_offsets, tile_mask = _features_tile(n, mask, level, F, FP, L)
         if HAS_TANGENT:
             t0 = tl.load(tangent_ptr + n * D, mask=mask, other=0.0) * s0
@@ -157,7 +165,6 @@ if available():
                 t1 = tl.load(tangent_ptr + n * D + 1, mask=mask, other=0.0) * s1
             if D > 2:
                 t2 = tl.load(tangent_ptr + n * D + 2, mask=mask, other=0.0) * s2
-        base = level.to(tl.int64) * table_rows
         acc = tl.full([BLOCK, FP], 0, f0.dtype)
         acc_tangent = tl.full([BLOCK, FP], 0, f0.dtype)
         for c in tl.static_range(1 << D):
@@ -180,17 +187,18 @@ if available():
     @triton.jit
     def _table_grad_kernel(
         coords_ptr, grad_ptr, level_ptr, grad_tables_ptr,
-        N, size_mask, table_rows,
+        N,
         D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, L: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
-        """grad_table[level, row_c, f] += w_c · grad_out[n, level·F + f] (atomic scatter)."""
+        """grad_tables[start + row_c, f] += w_c · grad_out[n, level·F + f] (atomic scatter)."""
         n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         level = tl.program_id(1)
         mask = n < N
-        b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense = _cell(coords_ptr, level_ptr, n, mask, level, D)
+        b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense, base, size_mask = _cell(
+            coords_ptr, level_ptr, n, mask, level, D
+        )
         f, out_offsets, tile_mask = _features_tile(n, mask, level, F, FP, L)
         g = tl.load(grad_ptr + out_offsets, mask=tile_mask, other=0.0).to(f0.dtype)
-        base = level.to(tl.int64) * table_rows
         for c in tl.static_range(1 << D):
             row = _row(c, b0, b1, b2, D, side, dense, size_mask)
             contribution = (_weight(c, f0, f1, f2, D)[:, None] * g).to(grad_tables_ptr.dtype.element_ty)
@@ -200,17 +208,18 @@ if available():
     @triton.jit
     def _coords_grad_kernel(
         coords_ptr, tables_ptr, grad_ptr, level_ptr, grad_coords_ptr,
-        N, size_mask, table_rows,
+        N,
         D: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, L: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """Per-level share of d(Σ grad_out · out)/d(coordinates): [L, N, D], summed by the caller."""
         n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         level = tl.program_id(1)
         mask = n < N
-        b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense = _cell(coords_ptr, level_ptr, n, mask, level, D)
+        b0, b1, b2, f0, f1, f2, s0, s1, s2, side, dense, base, size_mask = _cell(
+            coords_ptr, level_ptr, n, mask, level, D
+        )
         f, out_offsets, tile_mask = _features_tile(n, mask, level, F, FP, L)
         g = tl.load(grad_ptr + out_offsets, mask=tile_mask, other=0.0).to(f0.dtype)
-        base = level.to(tl.int64) * table_rows
         a0 = tl.full([BLOCK], 0, f0.dtype)
         a1 = tl.full([BLOCK], 0, f0.dtype)
         a2 = tl.full([BLOCK], 0, f0.dtype)
@@ -231,38 +240,38 @@ if available():
             tl.store(out + 2, a2 * s2, mask=mask)
 
 
-def _launch_args(coords: torch.Tensor, tables: torch.Tensor) -> tuple:
+def _launch_args(coords: torch.Tensor, tables: torch.Tensor, level_info: torch.Tensor) -> tuple:
     n, d = coords.shape
-    levels, rows, features = tables.shape
+    levels, features = level_info.shape[0], tables.shape[1]
     padded = triton.next_power_of_2(features)
-    return (triton.cdiv(n, BLOCK), levels), n, rows - 1, rows, d, features, padded, levels
+    return (triton.cdiv(n, BLOCK), levels), n, d, features, padded, levels
 
 
 def _launch_forward(coords, tables, level_info, coord_tangent=None):
     """Encoded features [N, L·F] in the coordinates' dtype or, given ``coord_tangent``, their
     derivative along it."""
     coords, tables = coords.contiguous(), tables.contiguous()
-    grid, n, size_mask, rows, d, features, padded, levels = _launch_args(coords, tables)
+    grid, n, d, features, padded, levels = _launch_args(coords, tables, level_info)
     out = torch.empty(n, levels * features, dtype=coords.dtype, device=coords.device)
     along = coord_tangent is not None
     tangent = coord_tangent.to(coords.dtype).contiguous() if along else coords
     if n:
         _forward_kernel[grid](
             coords, tables, level_info, torch.empty_like(out) if along else out, tangent, out,
-            n, size_mask, rows, D=d, F=features, FP=padded, L=levels, HAS_TANGENT=along, BLOCK=BLOCK,
+            n, D=d, F=features, FP=padded, L=levels, HAS_TANGENT=along, BLOCK=BLOCK,
         )  # fmt: skip
     return out
 
 
 def _launch_table_grad(coords, grad, level_info, tables):
     coords = coords.contiguous()
-    grid, n, size_mask, rows, d, features, padded, levels = _launch_args(coords, tables)
+    grid, n, d, features, padded, levels = _launch_args(coords, tables, level_info)
     # Atomic adds in half precision lose small contributions: accumulate in float32 at least.
     accumulate = torch.promote_types(tables.dtype, torch.float32)
     out = torch.zeros(tables.shape, dtype=accumulate, device=tables.device)
     if n:
         _table_grad_kernel[grid](
-            coords, grad.contiguous(), level_info, out, n, size_mask, rows,
+            coords, grad.contiguous(), level_info, out, n,
             D=d, F=features, FP=padded, L=levels, BLOCK=BLOCK,
         )  # fmt: skip
     return out.to(tables.dtype)
@@ -270,11 +279,11 @@ def _launch_table_grad(coords, grad, level_info, tables):
 
 def _launch_coords_grad(coords, tables, grad, level_info):
     coords, tables = coords.contiguous(), tables.contiguous()
-    grid, n, size_mask, rows, d, features, padded, levels = _launch_args(coords, tables)
+    grid, n, d, features, padded, levels = _launch_args(coords, tables, level_info)
     per_level = torch.empty(levels, n, d, dtype=coords.dtype, device=coords.device)
     if n:
         _coords_grad_kernel[grid](
-            coords, tables, grad.contiguous(), level_info, per_level, n, size_mask, rows,
+            coords, tables, grad.contiguous(), level_info, per_level, n,
             D=d, F=features, FP=padded, L=levels, BLOCK=BLOCK,
         )  # fmt: skip
     return per_level.sum(0)
@@ -312,8 +321,8 @@ def _define_ops() -> None:
         trace an autograd.Function with a jvp rule)."""
         return _launch_forward(coords, _read_copy(tables, _read_dtype(half_reads)), level_info)
 
-    def features_like(coords, tables, *_):
-        return coords.new_empty(coords.shape[0], tables.shape[0] * tables.shape[2])
+    def features_like(coords, tables, level_info, *_):
+        return coords.new_empty(coords.shape[0], level_info.shape[0] * tables.shape[1])
 
     def setup_context(ctx, inputs, output):
         coords, tables, level_info, half_reads = inputs
@@ -358,8 +367,7 @@ if available():
 
 
 class _Encode(torch.autograd.Function):
-    """features = encode(coords [N, D], tables [L, T, F]); ``level_info`` [L, 2] int32 holds
-    each level's resolution and whether it is indexed densely; entries are read at
+    """features = encode(coords [N, D], tables [R, F], level_info [L, 4]); entries are read at
     ``read_dtype`` (None: the tables' own), gradients and tangents stay at full precision."""
 
     @staticmethod
@@ -388,7 +396,7 @@ class _Encode(torch.autograd.Function):
             along = torch.ops.nint_dist.hash_encode_along(coords, read, level_info, coords_tangent)
             out = along if out is None else out + along
         if out is None:
-            out = torch.zeros(coords.shape[0], tables.shape[0] * tables.shape[2], dtype=coords.dtype,
+            out = torch.zeros(coords.shape[0], level_info.shape[0] * tables.shape[1], dtype=coords.dtype,
                               device=coords.device)  # fmt: skip
         return out
 

@@ -1,0 +1,42 @@
+"""The hash grid's packed tables: each level holds exactly the rows its points can reach, and
+checkpoints of the earlier layout (a full table per level) load into it unchanged."""
+
+import torch
+
+from nint_dist.models.hashgrid import HashGrid
+
+
+def grid_points(resolution: int, dim: int) -> torch.Tensor:
+    """Every grid point of a level of this resolution, as coordinates in [-1, 1]: [(r+1)^D, D]."""
+    axis = torch.arange(resolution + 1, dtype=torch.float64) / resolution * 2 - 1
+    return torch.cartesian_prod(*[axis] * dim).reshape(-1, dim)
+
+
+def test_levels_hold_their_own_rows_and_every_row_is_reachable():
+    grid = HashGrid(2, 1, layers=2, width=4, levels=5, log2_size=8, base_resolution=3, max_resolution=40)
+    grid = grid.double()
+    assert grid.resolutions == [3, 5, 10, 20, 40]
+    # 4², 6², 11² = 121 ≤ 256 are dense; 21² and 41² are hashed into 2^8 rows each
+    assert grid.level_rows == [16, 36, 121, 256, 256]
+    assert grid.tables.shape == (16 + 36 + 121 + 256 + 256, 2)
+    for level, resolution in enumerate(grid.resolutions[:3]):
+        # at its own grid points a dense level reads one row each, with weight 1: every row of
+        # the level then has gradient 1 exactly when rows and grid points correspond one to one
+        grid.zero_grad()
+        grid.encode(grid_points(resolution, 2))[:, 2 * level].sum().backward()
+        assert torch.allclose(grid.tables.grad[grid.level_table(level), 0], torch.ones(grid.level_rows[level],
+                              dtype=torch.float64), atol=1e-9), level  # fmt: skip
+
+def test_a_checkpoint_of_full_tables_per_level_loads_into_the_packed_tables():
+    torch.manual_seed(0)
+    grid = HashGrid(3, 2, layers=2, width=8, levels=4, log2_size=9, base_resolution=2, max_resolution=20)
+    torch.nn.init.uniform_(grid.tables, -1, 1)
+    old = {key: value.clone() for key, value in grid.state_dict().items()}
+    full = torch.randn(grid.levels, grid.size, 2)  # rows past a level's own count: never read
+    for level, rows in enumerate(grid.level_rows):
+        full[level, :rows] = grid.tables.detach()[grid.level_table(level)]
+    old["tables"] = full
+    restored = HashGrid(3, 2, layers=2, width=8, levels=4, log2_size=9, base_resolution=2, max_resolution=20)
+    restored.load_state_dict(old)
+    x = torch.rand(100, 3) * 2 - 1
+    assert torch.equal(restored(x), grid(x))

@@ -69,7 +69,8 @@ def main() -> None:
     result: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (interpreter)",
         "torch": torch.__version__, "points": args.points, "dim": args.dim,
-        "table": [args.levels, 2**args.log2_size, 2], "phases_ms": {}, "agreement": {},
+        "levels": args.levels, "log2_size": args.log2_size, "table_rows": reference.tables.shape[0],
+        "phases_ms": {}, "agreement": {},
     }  # fmt: skip
     outputs = {}
     variants = [(backend, dtype) for dtype in ("float32", "float16") for backend in ("torch", "triton")]

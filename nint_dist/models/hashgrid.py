@@ -97,6 +97,14 @@ class HashGrid(nn.Module):
         level_info = list(zip(self.resolutions, map(int, dense), starts, self.level_rows, strict=True))
         self.register_buffer("level_info", torch.tensor(level_info, dtype=torch.int64), persistent=False)
         self.num_dense = sum(dense)
+        sides = [r + 1 for r, d in zip(self.resolutions, dense, strict=True) if d]
+        strides = [[side**d for d in range(in_dim)] for side in sides]  # a dense row: Σ_d corner_d · side^d
+        corners = range(2**in_dim)  # corner c's offset along axis d: bit d of c
+        offsets = [[sum(n for d, n in enumerate(row) if c >> d & 1) for c in corners] for row in strides]
+        self.register_buffer("dense_strides", torch.tensor(strides, dtype=torch.int64).view(-1, in_dim),
+                             persistent=False)  # fmt: skip
+        self.register_buffer("dense_offsets", torch.tensor(offsets, dtype=torch.int64).view(-1, 2**in_dim),
+                             persistent=False)  # fmt: skip
         self.mlp = relu_mlp(levels * features, out_dim, layers, width)
 
     @classmethod
@@ -126,33 +134,50 @@ class HashGrid(nn.Module):
             state_dict[key] = torch.cat([old[level, :rows] for level, rows in enumerate(self.level_rows)])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _axis_shape(self, d: int) -> list[int]:
-        """Trailing shape of axis d's two offsets among the 2^D corners (axis 0 innermost)."""
-        return [1] * (self.in_dim - 1 - d) + [2] + [1] * d
+    def _cells(self, coords: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each point's cell at each level, per axis d: its lower corner [levels, N] (integers)
+        and the point's fraction within it [levels, N]. One tensor per axis, contiguous over
+        points: arithmetic on a trailing axis of size 2^D or D is several times slower on a CPU."""
+        resolution = self.level_info[:, 0, None].to(coords.dtype)  # [levels, 1]
+        unit = ((coords + 1) * 0.5).clamp(0, 1)
+        lower, frac = [], []
+        for d in range(self.in_dim):
+            position = unit[:, d] * resolution
+            cell = torch.minimum(position.floor(), resolution - 1)
+            lower.append(cell.long())
+            frac.append(position - cell)
+        return lower, frac
 
-    def _rows(self, base: torch.Tensor) -> torch.Tensor:
-        """Rows of ``tables`` [Σ rows, F] of the 2^D corners of the cells whose
-        lower corners are ``base`` [levels, N, D] (integers): [levels, N, 2^D], corner c having
-        offset (c >> d) & 1 along axis d. Levels whose dense grid fits in the table (a prefix:
-        resolutions grow) are indexed densely, Σ_d corner_d · side^d; finer levels hash, XOR of
-        corner_d · prime_d. Each axis contributes a term per offset; the terms of the axes are
-        combined by broadcasting, so the arithmetic is per axis, not per corner and axis."""
+    def _rows(self, lower: list[torch.Tensor]) -> torch.Tensor:
+        """Rows of ``tables`` [Σ rows, F] of the 2^D corners of the cells with lower corners
+        ``lower`` (per axis, [levels, N]): [levels, N, 2^D], corner c having offset (c >> d) & 1
+        along axis d. Levels whose dense grid fits in 2^log2_size entries (a prefix: resolutions
+        grow) are indexed densely, Σ_d corner_d · side^d: the lower corner's row plus an offset
+        per corner; finer levels hash, XOR over axes of corner_d · prime_d."""
         parts = []
-        for levels, dense in ((slice(0, self.num_dense), True), (slice(self.num_dense, None), False)):
-            corner = base[levels]
-            if corner.shape[0] == 0:
-                continue
-            stride = torch.ones_like(self.level_info[levels, 0], dtype=torch.int64)
-            rows = None
-            for d in range(self.in_dim):  # axis 0 innermost: corner c's bit d is axis d's offset
-                pair = torch.stack((corner[..., d], corner[..., d] + 1), -1)  # [L, N, 2]
-                term = pair * stride[:, None, None] if dense else pair * self.primes[d]
-                stride = stride * (self.level_info[levels, 0].long() + 1)
-                term = term.view(*term.shape[:2], *self._axis_shape(d))
-                rows = term if rows is None else (rows + term if dense else rows ^ term)
-            rows = rows.flatten(2)
-            parts.append(rows if dense else rows % self.size)
+        dense = self.num_dense
+        if dense:
+            first = lower[0][:dense]
+            for d in range(1, self.in_dim):
+                first = first + lower[d][:dense] * self.dense_strides[:, d, None]
+            parts.append(first[:, :, None] + self.dense_offsets[:, None, :])
+        if dense < self.levels:
+            corners = [None]
+            for d in range(self.in_dim):  # bit d of a corner's index is its offset along axis d
+                term = lower[d][dense:] * self.primes[d]
+                pair = (term, term + self.primes[d])
+                corners = [t if c is None else c ^ t for t in pair for c in corners]
+            parts.append(torch.stack(corners, -1) & (self.size - 1))
         return torch.cat(parts) + self.level_info[:, 2, None, None]
+
+    def _weights(self, frac: list[torch.Tensor]) -> torch.Tensor:
+        """Multilinear weights [levels, N, 2^D] of the 2^D corners: the product over axes of
+        1 − frac or frac, corner c taking frac along the axes of its set bits."""
+        corners = [None]
+        for f in frac:
+            pair = (1 - f, f)
+            corners = [t if c is None else c * t for t in pair for c in corners]
+        return torch.stack(corners, -1)
 
     def _uses_triton(self, coords: torch.Tensor) -> bool:
         if self.backend == "auto":
@@ -170,18 +195,11 @@ class HashGrid(nn.Module):
         # All levels in one gather from the packed tables: its backward scatters into one
         # gradient of the tables' size, where a gather per level would make (and sum) one each.
         # Level-major, so that consecutive reads fall in one level's table (cache-sized on CPUs).
-        resolution = self.level_info[:, 0].to(coords.dtype)[:, None, None]  # [levels, 1, 1]
-        position = ((coords + 1) * 0.5).clamp(0, 1) * resolution  # [levels, N, D]
-        base = torch.minimum(position.floor(), resolution - 1)
-        frac = position - base
-        weight = None  # [levels, N, 2^D]: the product over axes of (1 − frac) or frac
-        for d in range(self.in_dim):
-            pair = torch.stack((1 - frac[..., d], frac[..., d]), -1)
-            pair = pair.view(*pair.shape[:2], *self._axis_shape(d))
-            weight = pair if weight is None else weight * pair
+        lower, frac = self._cells(coords)
+        weight = self._weights(frac)
         # index_select, not advanced indexing: its backward is an index_add into the gradient,
         # on a CPU about twice as fast as advanced indexing's accumulating index_put
-        rows = self._rows(base.long())
+        rows = self._rows(lower)
         values = self.tables.index_select(0, rows.flatten()).view(*rows.shape, -1)  # [levels, N, 2^D, F]
         if self.read_dtype is not None:  # rounded on read; the gradient passes unrounded
             values = values + (values.to(self.read_dtype).to(values.dtype) - values).detach()
@@ -189,7 +207,7 @@ class HashGrid(nn.Module):
         # training step 1.15× cheaper than a broadcast product and a sum, whose backward also
         # copied the product. Kept out of autocast, in the coordinates' precision, as before.
         with torch.autocast(coords.device.type, enabled=False):
-            features = torch.matmul(weight.flatten(2).unsqueeze(-2), values.to(weight.dtype))
+            features = torch.matmul(weight.unsqueeze(-2), values.to(weight.dtype))
         return features.squeeze(-2).transpose(0, 1).flatten(1)  # [levels, N, 1, F] → [N, levels · F]
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:

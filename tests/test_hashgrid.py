@@ -1,9 +1,11 @@
 """The hash grid's packed tables: each level holds exactly the rows its points can reach, and
-checkpoints of the earlier layout (a full table per level) load into it unchanged."""
+checkpoints of the earlier layout (a full table per level) load and resume unchanged."""
+
+import copy
 
 import torch
 
-from nint_dist.models.hashgrid import HashGrid
+from nint_dist.models.hashgrid import HashGrid, pack_optimizer_state
 
 
 def grid_points(resolution: int, dim: int) -> torch.Tensor:
@@ -40,3 +42,45 @@ def test_a_checkpoint_of_full_tables_per_level_loads_into_the_packed_tables():
     restored.load_state_dict(old)
     x = torch.rand(100, 3) * 2 - 1
     assert torch.equal(restored(x), grid(x))
+
+
+def test_training_resumes_from_a_checkpoint_of_full_tables_per_level():
+    """Adam's moments are per entry: a checkpoint of the earlier layout holds them [levels,
+    2^log2_size, F] too; resumed, the next step equals the uninterrupted run's."""
+    kwargs = dict(layers=2, width=8, levels=4, log2_size=8, base_resolution=2, max_resolution=30)
+    torch.manual_seed(0)
+    grid = HashGrid(2, 1, **kwargs)
+    adam = torch.optim.Adam(grid.parameters(), lr=1e-2, fused=True)
+    x, y = torch.rand(64, 2) * 2 - 1, torch.rand(64, 1)
+
+    def step(model, optimizer):
+        optimizer.zero_grad()
+        (model(x) - y).pow(2).mean().backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step(grid, adam)
+
+    def unpack(packed: torch.Tensor) -> torch.Tensor:
+        full = torch.zeros(grid.levels, grid.size, packed.shape[-1])
+        for level, rows in enumerate(grid.level_rows):
+            full[level, :rows] = packed[grid.level_table(level)]
+        return full
+
+    model_state = {**grid.state_dict(), "tables": unpack(grid.tables.detach())}
+    optimizer_state = adam.state_dict()
+    tables_index = [name for name, _ in grid.named_parameters()].index("tables")
+    moments = optimizer_state["state"][tables_index]
+    optimizer_state["state"][tables_index] = {
+        key: unpack(value) if value.dim() == 2 else value for key, value in moments.items()
+    }
+    assert optimizer_state["state"][tables_index]["exp_avg"].dim() == 3  # the earlier layout
+    resumed = HashGrid(2, 1, **kwargs)
+    resumed_adam = torch.optim.Adam(resumed.parameters(), lr=1e-2, fused=True)
+    resumed.load_state_dict(model_state)
+    resumed_adam.load_state_dict(copy.deepcopy(optimizer_state))
+    pack_optimizer_state(resumed, resumed_adam)
+    step(grid, adam)
+    step(resumed, resumed_adam)
+    for (name, expected), got in zip(grid.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(got, expected), name

@@ -125,13 +125,20 @@ class HashGrid(nn.Module):
         start, rows = self.level_info[level, 2:].tolist()
         return slice(start, start + rows)
 
+    def is_unpacked(self, tensor: object) -> bool:
+        """Whether ``tensor`` has the tables' layout from before the levels were packed
+        ([levels, 2^log2_size, F], a full table per level), as checkpoints of then hold it."""
+        return torch.is_tensor(tensor) and tensor.dim() == 3 and tensor.shape[:2] == (self.levels, self.size)
+
+    def pack(self, unpacked: torch.Tensor) -> torch.Tensor:
+        """A tensor of the earlier layout in the packed one [Σ rows, F]: a level's rows past its
+        own count were never read (nor, in Adam's moments, ever non-zero)."""
+        return torch.cat([unpacked[level, :rows] for level, rows in enumerate(self.level_rows)])
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Loads checkpoints written before the levels were packed ([levels, 2^log2_size, F],
-        each level a full table): a level's rows beyond its own count were never read."""
         key = prefix + "tables"
-        old = state_dict.get(key)
-        if old is not None and old.dim() == 3 and old.shape[:2] == (self.levels, self.size):
-            state_dict[key] = torch.cat([old[level, :rows] for level, rows in enumerate(self.level_rows)])
+        if self.is_unpacked(state_dict.get(key)):  # a checkpoint from before the levels were packed
+            state_dict[key] = self.pack(state_dict[key])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _cells(self, coords: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -212,6 +219,17 @@ class HashGrid(nn.Module):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encode(coords))
+
+
+def pack_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """In place: the optimizer's per-entry state (Adam's moments) of every hash grid's tables,
+    where a checkpoint from before the levels were packed left it in the earlier layout."""
+    for grid in model.modules():
+        if isinstance(grid, HashGrid):
+            state = optimizer.state.get(grid.tables, {})
+            for key, value in state.items():
+                if grid.is_unpacked(value):
+                    state[key] = grid.pack(value)
 
 
 def check_options(backend: str, table_dtype: str) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 from nint_dist.config import Config
 from nint_dist.lr_schedule import lr_at
 from nint_dist.models import build_model, is_dense
+from nint_dist.models.hashgrid import pack_optimizer_state
 from nint_dist.selection import ddp_scaled_loss
 from nint_dist.signal import SignalSpec, flat_to_coords, to_unit
 
@@ -133,5 +134,6 @@ class Update:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        pack_optimizer_state(self.model, self.optimizer)
         if self.scaler is not None and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])

@@ -29,6 +29,7 @@ def test_levels_hold_their_own_rows_and_every_row_is_reachable():
         assert torch.allclose(grid.tables.grad[grid.level_table(level), 0], torch.ones(grid.level_rows[level],
                               dtype=torch.float64), atol=1e-9), level  # fmt: skip
 
+
 def test_a_checkpoint_of_full_tables_per_level_loads_into_the_packed_tables():
     torch.manual_seed(0)
     grid = HashGrid(3, 2, layers=2, width=8, levels=4, log2_size=9, base_resolution=2, max_resolution=20)

@@ -5,7 +5,7 @@ import copy
 
 import torch
 
-from nint_dist.models.hashgrid import HashGrid, pack_optimizer_state
+from nint_dist.models.hashgrid import HashGrid, interpolate, pack_optimizer_state
 
 
 def grid_points(resolution: int, dim: int) -> torch.Tensor:
@@ -85,3 +85,20 @@ def test_training_resumes_from_a_checkpoint_of_full_tables_per_level():
     step(resumed, resumed_adam)
     for (name, expected), got in zip(grid.named_parameters(), resumed.parameters(), strict=True):
         assert torch.equal(got, expected), name
+
+
+def test_both_ways_of_interpolating_agree():
+    """The batched products (CPUs) and the broadcast product and sum (elsewhere): same values,
+    same gradients."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.rand(3, 50, 8, dtype=torch.float64, generator=generator).requires_grad_(True)
+    values = torch.randn(3, 50, 8, 2, dtype=torch.float64, generator=generator).requires_grad_(True)
+    grad = torch.randn(3, 50, 2, dtype=torch.float64, generator=generator)
+    results = []
+    for batched in (True, False):
+        out = interpolate(weight, values, batched)
+        results.append((out, *torch.autograd.grad(out, (weight, values), grad)))
+    expected = torch.einsum("lnc,lncf->lnf", weight, values)
+    assert torch.allclose(results[0][0], expected, rtol=0, atol=1e-12)
+    for got, want in zip(results[1], results[0], strict=True):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)

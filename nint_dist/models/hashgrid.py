@@ -210,15 +210,27 @@ class HashGrid(nn.Module):
         values = self.tables.index_select(0, rows.flatten()).view(*rows.shape, -1)  # [levels, N, 2^D, F]
         if self.read_dtype is not None:  # rounded on read; the gradient passes unrounded
             values = values + (values.to(self.read_dtype).to(values.dtype) - values).detach()
-        # The weighted sum over corners as a batch of [1, 2^D] × [2^D, F] products: on a CPU a
-        # training step 1.1× cheaper than a broadcast product and a sum, whose backward also
-        # copied the product. Kept out of autocast, in the coordinates' precision, as before.
-        with torch.autocast(coords.device.type, enabled=False):
-            features = torch.matmul(weight.unsqueeze(-2), values.to(weight.dtype))
-        return features.squeeze(-2).transpose(0, 1).flatten(1)  # [levels, N, 1, F] → [N, levels · F]
+        features = interpolate(weight, values, batched=coords.device.type == "cpu")
+        return features.transpose(0, 1).flatten(1)  # [levels, N, F] → [N, levels · F]
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encode(coords))
+
+
+def interpolate(weight: torch.Tensor, values: torch.Tensor, batched: bool) -> torch.Tensor:
+    """Σ_c weight[l, n, c] · values[l, n, c, f]: [levels, N, F] in the weights' dtype, outside
+    any autocast (the encoding keeps the coordinates' precision).
+
+    ``batched``: as a batch of [1, 2^D] × [2^D, F] products, which on a CPU makes a training
+    step 1.1× cheaper than the broadcast product and sum (whose backward also copied the
+    product there). Otherwise the broadcast product and sum, one elementwise pass: the choice
+    on GPUs, whose matrix kernels are not made for millions of 1 × 2^D products (not measured
+    against each other there)."""
+    with torch.autocast(weight.device.type, enabled=False):
+        values = values.to(weight.dtype)
+        if batched:
+            return torch.matmul(weight.unsqueeze(-2), values).squeeze(-2)
+        return (weight.unsqueeze(-1) * values).sum(-2)
 
 
 def pack_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -3,6 +3,7 @@ checkpoints of the earlier layout (a full table per level) load and resume uncha
 
 import copy
 
+import pytest
 import torch
 
 from nint_dist.models.hashgrid import HashGrid, interpolate, pack_optimizer_state
@@ -14,19 +15,30 @@ def grid_points(resolution: int, dim: int) -> torch.Tensor:
     return torch.cartesian_prod(*[axis] * dim).reshape(-1, dim)
 
 
-def test_levels_hold_their_own_rows_and_every_row_is_reachable():
-    grid = HashGrid(2, 1, layers=2, width=4, levels=5, log2_size=8, base_resolution=3, max_resolution=40)
-    grid = grid.double()
-    assert grid.resolutions == [3, 5, 10, 20, 40]
-    # 4², 6², 11² = 121 ≤ 256 are dense; 21² and 41² are hashed into 2^8 rows each
-    assert grid.level_rows == [16, 36, 121, 256, 256]
-    assert grid.tables.shape == (16 + 36 + 121 + 256 + 256, 2)
-    for level, resolution in enumerate(grid.resolutions[:3]):
+@pytest.mark.parametrize(
+    ("dim", "log2_size", "resolutions", "rows"),
+    [
+        # 4², 6², 11² = 121 ≤ 256 are dense; 21² and 41² are hashed into 2^8 rows each
+        (2, 8, [3, 5, 10, 20, 40], [16, 36, 121, 256, 256]),
+        # 4³, 6³ = 216 ≤ 512 are dense; 11³ and beyond hashed into 2^9 rows
+        (3, 9, [3, 5, 10, 20, 40], [64, 216, 512, 512, 512]),
+        (1, 5, [3, 5, 10, 20, 40], [4, 6, 11, 21, 32]),
+    ],
+)
+def test_levels_hold_their_own_rows_and_every_row_is_reachable(dim, log2_size, resolutions, rows):
+    grid = HashGrid(dim, 1, layers=2, width=4, levels=5, log2_size=log2_size, base_resolution=3,
+                    max_resolution=40).double()  # fmt: skip
+    assert grid.resolutions == resolutions
+    assert grid.level_rows == rows
+    assert grid.tables.shape == (sum(rows), 2)
+    for level, resolution in enumerate(resolutions):
+        if (resolution + 1) ** dim > 2**log2_size:
+            continue  # hashed
         # at its own grid points a dense level reads one row each, with weight 1: every row of
         # the level then has gradient 1 exactly when rows and grid points correspond one to one
         grid.zero_grad()
-        grid.encode(grid_points(resolution, 2))[:, 2 * level].sum().backward()
-        assert torch.allclose(grid.tables.grad[grid.level_table(level), 0], torch.ones(grid.level_rows[level],
+        grid.encode(grid_points(resolution, dim))[:, 2 * level].sum().backward()
+        assert torch.allclose(grid.tables.grad[grid.level_table(level), 0], torch.ones(rows[level],
                               dtype=torch.float64), atol=1e-9), level  # fmt: skip
 
 

@@ -15,6 +15,15 @@ def grid_points(resolution: int, dim: int) -> torch.Tensor:
     return torch.cartesian_prod(*[axis] * dim).reshape(-1, dim)
 
 
+def unpack(grid: HashGrid, packed: torch.Tensor, rest: torch.Tensor | None = None) -> torch.Tensor:
+    """``packed`` [Σ rows, F] in the layout before the levels were packed [levels, 2^log2_size,
+    F]; the rows past a level's own count from ``rest`` (zeros by default)."""
+    full = torch.zeros(grid.levels, grid.size, packed.shape[-1]) if rest is None else rest.clone()
+    for level, rows in enumerate(grid.level_rows):
+        full[level, :rows] = packed[grid.level_table(level)]
+    return full
+
+
 @pytest.mark.parametrize(
     ("dim", "log2_size", "resolutions", "rows"),
     [
@@ -47,10 +56,8 @@ def test_a_checkpoint_of_full_tables_per_level_loads_into_the_packed_tables():
     grid = HashGrid(3, 2, layers=2, width=8, levels=4, log2_size=9, base_resolution=2, max_resolution=20)
     torch.nn.init.uniform_(grid.tables, -1, 1)
     old = {key: value.clone() for key, value in grid.state_dict().items()}
-    full = torch.randn(grid.levels, grid.size, 2)  # rows past a level's own count: never read
-    for level, rows in enumerate(grid.level_rows):
-        full[level, :rows] = grid.tables.detach()[grid.level_table(level)]
-    old["tables"] = full
+    never_read = torch.randn(grid.levels, grid.size, 2)  # rows past a level's own count
+    old["tables"] = unpack(grid, grid.tables.detach(), never_read)
     restored = HashGrid(3, 2, layers=2, width=8, levels=4, log2_size=9, base_resolution=2, max_resolution=20)
     restored.load_state_dict(old)
     x = torch.rand(100, 3) * 2 - 1
@@ -74,18 +81,12 @@ def test_training_resumes_from_a_checkpoint_of_full_tables_per_level():
     for _ in range(3):
         step(grid, adam)
 
-    def unpack(packed: torch.Tensor) -> torch.Tensor:
-        full = torch.zeros(grid.levels, grid.size, packed.shape[-1])
-        for level, rows in enumerate(grid.level_rows):
-            full[level, :rows] = packed[grid.level_table(level)]
-        return full
-
-    model_state = {**grid.state_dict(), "tables": unpack(grid.tables.detach())}
+    model_state = {**grid.state_dict(), "tables": unpack(grid, grid.tables.detach())}
     optimizer_state = adam.state_dict()
     tables_index = [name for name, _ in grid.named_parameters()].index("tables")
     moments = optimizer_state["state"][tables_index]
     optimizer_state["state"][tables_index] = {
-        key: unpack(value) if value.dim() == 2 else value for key, value in moments.items()
+        key: unpack(grid, value) if value.dim() == 2 else value for key, value in moments.items()
     }
     assert optimizer_state["state"][tables_index]["exp_avg"].dim() == 3  # the earlier layout
     resumed = HashGrid(2, 1, **kwargs)

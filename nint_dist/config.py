@@ -11,6 +11,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from nint_dist.emphasis import EmphasisConfig
 from nint_dist.errors import UserError
 from nint_dist.models import MODELS
 from nint_dist.models import check_device as check_model_device
@@ -87,6 +88,9 @@ class SamplerCommon:
     """Coordinates per pass of the samplers' scoring (residuals, NTK scores): bounds its memory.
     null: 65536 on GPUs, 4096 on CPUs, whose passes run faster in blocks that stay in cache.
     Evaluation and export have their own, log.eval_pass_size."""
+    emphasis: EmphasisConfig = field(default_factory=EmphasisConfig)
+    """Loss weights of the trained samples from their own residuals (nint_dist.emphasis), for
+    any sampler; off by default."""
 
     def __post_init__(self):
         if self.name not in SAMPLERS:

@@ -49,6 +49,16 @@ def runs(ray_session, tiny_signal_module, tmp_path_factory):
     out["float64", "micro"] = fit(
         tiny_signal_module, tmp_path_factory.mktemp("micro"), 2, "float64", "train.micro_batch=7"
     )
+    # with the residual emphasis: its scale is summed over the workers, its weights per pass
+    for workers, extra in ((1, []), (2, ["train.micro_batch=7"])):
+        out["float64", "emphasis", workers] = fit(
+            tiny_signal_module,
+            tmp_path_factory.mktemp(f"emphasis-{workers}"),
+            workers,
+            "float64",
+            "sampler.emphasis.power=1",
+            *extra,
+        )
     return out
 
 
@@ -84,3 +94,13 @@ def test_outputs_of_a_run(runs):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10]
     assert rows[-1]["psnr"] == pytest.approx(final["psnr"])
+
+
+def test_the_residual_emphasis_is_exact_across_workers_and_passes(runs):
+    one, two = runs["float64", "emphasis", 1], runs["float64", "emphasis", 2]
+    for step, (a, b) in enumerate(zip(selections(one), selections(two), strict=True)):
+        assert np.array_equal(a, b), f"step {step + 1} differs"
+    reference = checkpoint_params(one)
+    assert ((checkpoint_params(two) - reference).norm() / reference.norm()).item() < 1e-9
+    plain = checkpoint_params(runs["float64", 1])
+    assert ((plain - reference).norm() / reference.norm()).item() > 1e-6  # it did weigh the losses

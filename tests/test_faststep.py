@@ -129,6 +129,31 @@ def test_graphed_training_hands_the_error_map_its_residuals(tiny_signal, tmp_pat
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_graphed_training_weighs_the_losses_with_the_eager_runs_emphasis(tiny_signal, tmp_path):
+    """The emphasis reads its scale inside the captured pass: updated in place after every
+    step, the replays weigh the losses as the eager passes do."""
+    settings = ["sampler.name=uniform", "sampler.emphasis.power=1", "train.steps=6"]
+    eager = trainer(tiny_signal, tmp_path / "eager", *settings)
+    graphed = trainer(tiny_signal, tmp_path / "graphed", *settings)
+    params = list(graphed.model.parameters())
+    graphed.graphed = GraphedTraining(
+        lambda part: graphed.local_pass(part, residuals=graphed.residuals_wanted),
+        params,
+        graphed.update.optimizer,
+        graphed.clock.timer,
+        capture=replaying_eagerly(params),
+    )
+    for _ in range(6):
+        _, loss_e = eager.step()
+        _, loss_g = graphed.step()
+        assert torch.allclose(loss_e, loss_g, rtol=1e-12, atol=0)
+    assert len(graphed.graphed.cache.captured) == 1
+    assert graphed.update.emphasis.scale > 0
+    assert torch.allclose(eager.update.emphasis.scale, graphed.update.emphasis.scale, rtol=1e-12, atol=0)
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_graphed_pool_scoring_matches_the_eager_pass(tiny_signal, tmp_path):
     t = trainer(tiny_signal, tmp_path / "run", "sampler.name=uniform")
     ctx = GraphedScoringContext(t.model, t.shard, t.comm, 64, 0, 10, t.clock.timer)

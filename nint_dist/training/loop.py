@@ -120,12 +120,14 @@ class Loop:
         self.exchange = Exchange(self.shard, self.comm, plan.rows)
         self.graphed = None
         """The training pass replayed from CUDA graphs (one worker on a GPU), else None."""
+        self.residuals_wanted = self.sampler.observes or self.update.emphasis is not None
+        """Whether a step hands on its samples' residuals: to the sampler's map, the emphasis."""
         if graphs:
             params = list(self.model.parameters())
-            observes = self.sampler.observes
+            wanted = self.residuals_wanted
 
             def local_pass(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-                return self.local_pass(part, observes)
+                return self.local_pass(part, wanted)
 
             self.graphed = GraphedTraining(local_pass, params, self.update.optimizer, self.clock.timer)
         eval_size = cfg.log.eval_pass_size_on(rt.device.type)  # evaluation, export, preview
@@ -198,7 +200,7 @@ class Loop:
         sel = self.sampler.select(self.ctx, self.steps_done)
         timer.lap("select")
         part = self.exchange.split(sel.indices, sel.weights)
-        errors: list[torch.Tensor] | None = [] if self.sampler.observes else None
+        errors: list[torch.Tensor] | None = [] if self.residuals_wanted else None
         loss = None
         if self.graphed is not None:  # one worker: the pass gathers its targets itself
             timer.lap("exchange")
@@ -210,9 +212,11 @@ class Loop:
             loss = self.update.accumulate(part.indices, stored, part.weights, sel.indices.numel(), errors)
         self.update.apply(self.steps_done)
         timer.lap("train")
-        if errors is not None:  # the training pass's residuals, free, for samplers that keep a map
+        if errors is not None:  # the training pass's residuals, free
             mine = torch.cat(errors) if errors else torch.empty(0, device=self.rt.device)
-            self.sampler.observe(self.ctx, sel.indices, self.exchange.gather(mine, part.bounds))
+            self.update.measured(mine, sel.indices.numel(), self.comm)
+            if self.sampler.observes:
+                self.sampler.observe(self.ctx, sel.indices, self.exchange.gather(mine, part.bounds))
             timer.lap("select")
         self.part_sizes += part.indices.numel()
         self.steps_done += 1
@@ -275,7 +279,7 @@ class Loop:
         """One worker's training pass on its own rows (``part`` of global indices, one worker):
         targets gathered on the device, then the update's accumulate. What the CUDA graph of
         the fast step captures. Returns the loss and, if asked, each sample's residual (for
-        a sampler that observes them)."""
+        a sampler that observes them, and the emphasis)."""
         stored = self.shard.values[part - self.shard.start]
         errors: list[torch.Tensor] | None = [] if residuals else None
         loss = self.update.accumulate(part, stored, None, part.numel(), errors)

@@ -9,7 +9,9 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from nint_dist.comm import Comm
 from nint_dist.config import Config
+from nint_dist.emphasis import Emphasis
 from nint_dist.lr_schedule import lr_at
 from nint_dist.models import build_model, is_dense
 from nint_dist.models.hashgrid import pack_optimizer_state
@@ -51,6 +53,9 @@ class Update:
         """fp16 only: scales the loss so small gradients survive float16; its state is checkpointed."""
         self.autocast = cfg.train.precision in AUTOCAST
         self.micro_batch = cfg.train.micro_batch_on(device.type, is_dense(self.model))
+        emphasis = cfg.sampler.emphasis
+        self.emphasis = Emphasis(emphasis, device, self.dtype) if emphasis.active else None
+        """Loss weights from the samples' residuals (``sampler.emphasis``), else None."""
 
     def compile(self, first_batch: torch.Tensor) -> float:
         """``torch.compile`` the training module and compile its graph off the training clock:
@@ -101,12 +106,23 @@ class Update:
                 prediction = prediction.to(self.dtype)  # the loss in training precision, not autocast's
                 target = to_unit(stored[lo:hi], self.spec, self.dtype)
                 piece = None if weights is None else weights[lo:hi]
+                residuals = None
+                if errors is not None or self.emphasis is not None:
+                    residuals = (prediction.detach() - target).abs().mean(dim=-1)
+                if self.emphasis is not None:
+                    piece = self.emphasis.weigh(residuals, piece)
                 loss = ddp_scaled_loss(prediction, target, num_selected, self.world_size, piece)
                 (loss if self.scaler is None else self.scaler.scale(loss)).backward()
                 if errors is not None:
-                    errors.append((prediction.detach() - target).abs().mean(dim=-1))
+                    errors.append(residuals)
             total += loss.detach()
         return total
+
+    def measured(self, errors: torch.Tensor, num_selected: int, comm: Comm) -> None:
+        """After a step: the residuals of this worker's part [m], for the next step's emphasis.
+        Collective (only where ``emphasis`` is on)."""
+        if self.emphasis is not None:
+            self.emphasis.measured(errors, num_selected, comm)
 
     def apply(self, step: int) -> None:
         """The optimizer step with step ``step``'s learning rate (through the scaler under fp16)."""
@@ -129,6 +145,7 @@ class Update:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             **({"grad_scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            **(self.emphasis.state_dict() if self.emphasis is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -137,3 +154,5 @@ class Update:
         pack_optimizer_state(self.model, self.optimizer)
         if self.scaler is not None and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
+        if self.emphasis is not None:
+            self.emphasis.load_state_dict(state)

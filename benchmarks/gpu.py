@@ -2,7 +2,8 @@
 
 Parts, in order (each run is skipped, and says so, if it would end past ``--deadline-s``):
 1. The fast step checked: the graphed step (``train.cuda_graphs=true``) against the eager one
-   (``false``) from the same start, for uniform, the default sampler and ``error-map`` —
+   (``false``) from the same start, for uniform, the default sampler, ``error-map`` and uniform
+   with the residual emphasis —
    selections and parameters after some steps, then the ms/step of each — and the lines that
    make the host wait for the GPU in 20 graphed steps of the default sampler (on a CPU both
    steps are eager: only the plumbing is checked); the epoch order computed on the GPU (one
@@ -238,10 +239,16 @@ def grid_check(points: int = 65536, tolerance: float = 1e-4) -> dict:
 
 def compare_steps(bench: Bench, signal: Path, settings: list[str], steps: int) -> dict:
     out: dict = {}
-    for sampler in ("uniform", DEFAULT, "error-map"):  # error-map: a graphed pass that returns residuals
+    variants = {  # error-map and the emphasis: a graphed pass that returns residuals
+        "uniform": ["sampler.name=uniform"],
+        DEFAULT: [f"sampler.name={DEFAULT}"],
+        "error-map": ["sampler.name=error-map"],
+        "uniform, emphasis": ["sampler.name=uniform", "sampler.emphasis.power=1"],
+    }
+    for sampler, chosen in variants.items():
         trainers = {}
         for mode in ("true", "false"):
-            folder = bench.out / f"graph-check-{sampler}-{mode}"
+            folder = bench.out / f"graph-check-{sampler.replace(', ', '-')}-{mode}"
             folder.mkdir(parents=True)
             cfg = load_config(
                 None,
@@ -250,7 +257,7 @@ def compare_steps(bench: Bench, signal: Path, settings: list[str], steps: int) -
                     f"run.dir={folder}",
                     "run.backend=local",
                     *settings,
-                    f"sampler.name={sampler}",
+                    *chosen,
                     f"train.cuda_graphs={mode}",
                     "train.steps=1000",
                 ],

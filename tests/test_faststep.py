@@ -69,6 +69,19 @@ def trainer(signal, run_dir, *extra) -> Loop:
     return Loop.in_process(cfg, "cpu")
 
 
+def replay_eagerly(loop: Loop) -> None:
+    """The loop's training pass through ``GraphedTraining`` with ``replaying_eagerly`` captures,
+    handing on residuals where the loop wants them (as ``Loop`` wires it on a GPU)."""
+    params = list(loop.model.parameters())
+    loop.graphed = GraphedTraining(
+        lambda part: loop.local_pass(part, residuals=loop.residuals_wanted),
+        params,
+        loop.update.optimizer,
+        loop.clock.timer,
+        capture=replaying_eagerly(params),
+    )
+
+
 class Cycling(Sampler):
     """Uniform picks whose count cycles through three sizes: the first two are captured, the
     third runs eagerly between replays."""
@@ -84,14 +97,7 @@ def test_graphed_training_steps_match_eager_ones(tiny_signal, tmp_path):
     graphed = trainer(tiny_signal, tmp_path / "graphed", *settings)
     sections = eager.sampler.cfg, eager.sampler.common
     eager.sampler, graphed.sampler = Cycling(*sections), Cycling(*sections)
-    params = list(graphed.model.parameters())
-    graphed.graphed = GraphedTraining(
-        graphed.local_pass,
-        params,
-        graphed.update.optimizer,
-        graphed.clock.timer,
-        capture=replaying_eagerly(params),
-    )
+    replay_eagerly(graphed)
     sizes = set()
     for _ in range(12):
         sel_e, loss_e = eager.step()
@@ -110,14 +116,7 @@ def test_graphed_training_hands_the_error_map_its_residuals(tiny_signal, tmp_pat
     settings = ["sampler.name=error-map", "sampler.ratio=0.3", "train.steps=8"]
     eager = trainer(tiny_signal, tmp_path / "eager", *settings)
     graphed = trainer(tiny_signal, tmp_path / "graphed", *settings)
-    params = list(graphed.model.parameters())
-    graphed.graphed = GraphedTraining(
-        lambda part: graphed.local_pass(part, residuals=True),
-        params,
-        graphed.update.optimizer,
-        graphed.clock.timer,
-        capture=replaying_eagerly(params),
-    )
+    replay_eagerly(graphed)
     for _ in range(8):
         sel_e, loss_e = eager.step()
         sel_g, loss_g = graphed.step()
@@ -135,14 +134,7 @@ def test_graphed_training_weighs_the_losses_with_the_eager_runs_emphasis(tiny_si
     settings = ["sampler.name=uniform", "sampler.emphasis.power=1", "train.steps=6"]
     eager = trainer(tiny_signal, tmp_path / "eager", *settings)
     graphed = trainer(tiny_signal, tmp_path / "graphed", *settings)
-    params = list(graphed.model.parameters())
-    graphed.graphed = GraphedTraining(
-        lambda part: graphed.local_pass(part, residuals=graphed.residuals_wanted),
-        params,
-        graphed.update.optimizer,
-        graphed.clock.timer,
-        capture=replaying_eagerly(params),
-    )
+    replay_eagerly(graphed)
     for _ in range(6):
         _, loss_e = eager.step()
         _, loss_g = graphed.step()

@@ -10,8 +10,10 @@ the backward pass needs the weights. On any other sampler's batch the weights ti
 the same way.
 
 With ``share`` λ < 1 the weights are (1 − λ) + λ·e^p / s: the expected gradient of drawing from
-the mixture (1 − λ)·uniform + λ·(∝ e^p), which bounds how little a well-fitted sample counts and
-the weights' spread (a large weight on a rare outlier is a noisy gradient).
+the mixture (1 − λ)·uniform + λ·(∝ e^p), which bounds how little a well-fitted sample counts.
+``max_ratio`` caps e^p / s: a few samples far worse than the rest, weighted in full, make a
+step's gradient theirs, and such steps broke long fits down (a SIREN on the SDF volume fell
+from 50 to 33 dB within 80 steps; BENCHMARKS.md).
 
 The scale s is the mean of e^p over the previous step's whole selection, a scalar the same on
 every worker and in every micro-batch pass: the weights, and so the run, do not depend on how
@@ -36,23 +38,31 @@ class EmphasisConfig:
     measured it (1: the expected gradient of drawing samples ∝ their residual); 0 trains on
     the plain mean."""
     share: float = 1.0
-    """λ: the weights are (1 − λ) + λ·e^p / s, s the previous step's mean of e^p; below 1 the
-    plain mean is mixed in, which bounds the weights' spread."""
+    """λ: the weights are (1 − λ) + λ·min(e^p / s, max_ratio), s the previous step's mean of
+    e^p; below 1 the plain mean is mixed in."""
+    max_ratio: float = 4.0
+    """Largest e^p / s a sample's weight follows: a few samples far worse than the rest would
+    otherwise dominate a step's gradient (uncapped, long fits broke down; BENCHMARKS.md)."""
 
     def __post_init__(self):
-        if self.power < 0 or not 0.0 <= self.share <= 1.0:
-            raise ValueError("sampler.emphasis.power must be >= 0 and sampler.emphasis.share in [0, 1]")
+        if self.power < 0 or not 0.0 <= self.share <= 1.0 or self.max_ratio < 1:
+            raise ValueError(
+                "sampler.emphasis.power must be >= 0, sampler.emphasis.share in [0, 1] and"
+                " sampler.emphasis.max_ratio >= 1"
+            )
 
     @property
     def active(self) -> bool:
         return self.power > 0 and self.share > 0
 
 
-def emphasis_weights(errors: torch.Tensor, power: float, share: float, scale: torch.Tensor) -> torch.Tensor:
-    """w_i = (1 − share) + share · errors_i^power / scale, or 1 everywhere while ``scale`` is 0
-    (nothing measured yet). ``errors`` [m] are the samples' mean_c |f − y| (no gradient flows
-    through the weights)."""
-    relative = errors.detach().pow(power) / torch.where(scale > 0, scale, 1.0)
+def emphasis_weights(
+    errors: torch.Tensor, power: float, share: float, max_ratio: float, scale: torch.Tensor
+) -> torch.Tensor:
+    """w_i = (1 − share) + share · min(errors_i^power / scale, max_ratio), or 1 everywhere while
+    ``scale`` is 0 (nothing measured yet). ``errors`` [m] are the samples' mean_c |f − y| (no
+    gradient flows through the weights)."""
+    relative = (errors.detach().pow(power) / torch.where(scale > 0, scale, 1.0)).clamp_(max=max_ratio)
     return torch.where(scale > 0, (1.0 - share) + share * relative, torch.ones_like(relative))
 
 
@@ -61,14 +71,14 @@ class Emphasis:
     step with the residuals of this worker's part, which sets the next step's scale."""
 
     def __init__(self, cfg: EmphasisConfig, device: torch.device, dtype: torch.dtype):
-        self.power, self.share = cfg.power, cfg.share
+        self.power, self.share, self.max_ratio = cfg.power, cfg.share, cfg.max_ratio
         self.scale = torch.zeros((), device=device, dtype=dtype)
         """Mean e^p over the previous step's selection; updated in place (CUDA graphs read it)."""
 
     def weigh(self, errors: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """The loss weights of a pass: the emphasis of its samples' ``errors`` [m], times the
         sampler's own ``weights`` [m] where it has any."""
-        emphasis = emphasis_weights(errors, self.power, self.share, self.scale)
+        emphasis = emphasis_weights(errors, self.power, self.share, self.max_ratio, self.scale)
         return emphasis if weights is None else weights * emphasis
 
     def measured(self, errors: torch.Tensor, num_selected: int, comm: Comm) -> None:

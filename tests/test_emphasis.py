@@ -13,14 +13,14 @@ from tests.helpers import make_tiny_signal
 
 
 def test_weights_on_a_hand_case():
-    errors = torch.tensor([0.0, 0.1, 0.2, 0.4], dtype=torch.float64)
-    none_yet = emphasis_weights(errors, 1.0, 1.0, torch.tensor(0.0, dtype=torch.float64))
-    assert torch.equal(none_yet, torch.ones(4, dtype=torch.float64))
+    errors = torch.tensor([0.0, 0.1, 0.2, 0.4, 1.0], dtype=torch.float64)
+    none_yet = emphasis_weights(errors, 1.0, 1.0, 4.0, torch.tensor(0.0, dtype=torch.float64))
+    assert torch.equal(none_yet, torch.ones(5, dtype=torch.float64))
     scale = torch.tensor(0.2, dtype=torch.float64)
-    expected = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)  # e / s
-    assert torch.allclose(emphasis_weights(errors, 1.0, 1.0, scale), expected)
-    expected = torch.tensor([0.5, 0.525, 0.6, 0.9], dtype=torch.float64)  # 0.5 + 0.5 · e² / s
-    assert torch.allclose(emphasis_weights(errors, 2.0, 0.5, scale), expected)
+    expected = torch.tensor([0.0, 0.5, 1.0, 2.0, 4.0], dtype=torch.float64)  # min(e / s, 4)
+    assert torch.allclose(emphasis_weights(errors, 1.0, 1.0, 4.0, scale), expected)
+    expected = torch.tensor([0.5, 0.525, 0.6, 0.9, 2.5], dtype=torch.float64)  # 0.5 + 0.5 · min(e² / s, 4)
+    assert torch.allclose(emphasis_weights(errors, 2.0, 0.5, 4.0, scale), expected)
 
 
 def test_config_is_checked():
@@ -61,7 +61,13 @@ def _residuals(loop: Loop, indices: torch.Tensor, with_grad: bool = False):
 
 
 def test_a_step_in_passes_has_the_gradient_of_the_weighted_loss_and_sets_the_next_scale(tmp_path):
-    loop = _loop(tmp_path, "sampler.emphasis.power=2", "sampler.emphasis.share=0.75", "train.micro_batch=50")
+    loop = _loop(
+        tmp_path,
+        "sampler.emphasis.power=2",
+        "sampler.emphasis.share=0.75",
+        "sampler.emphasis.max_ratio=1.5",
+        "train.micro_batch=50",
+    )
     emphasis = loop.update.emphasis
     first = loop.sampler.select(loop.ctx, 0).indices  # 144 samples: three passes of at most 50
     errors = _residuals(loop, first).abs().mean(dim=-1)
@@ -73,7 +79,9 @@ def test_a_step_in_passes_has_the_gradient_of_the_weighted_loss_and_sets_the_nex
     indices = loop.sampler.select(loop.ctx, 1).indices
     residual = _residuals(loop, indices, with_grad=True)
     e = residual.detach().abs().mean(dim=-1)
-    weights = 0.25 + 0.75 * e.pow(2) / emphasis.scale
+    ratio = e.pow(2) / emphasis.scale
+    assert (ratio > 1.5).any() and (ratio < 1.5).any()  # the cap binds on some samples
+    weights = 0.25 + 0.75 * ratio.clamp(max=1.5)
     expected_loss = (weights * residual.pow(2).mean(dim=-1)).sum() / indices.numel()
     params = list(loop.model.parameters())
     expected = torch.autograd.grad(expected_loss, params, retain_graph=True)

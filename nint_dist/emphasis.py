@@ -13,7 +13,8 @@ With ``share`` λ < 1 the weights are (1 − λ) + λ·e^p / s: the expected gra
 the mixture (1 − λ)·uniform + λ·(∝ e^p), which bounds how little a well-fitted sample counts.
 ``max_ratio`` caps e^p / s: a few samples far worse than the rest, weighted in full, make a
 step's gradient theirs, and such steps broke long fits down (a SIREN on the SDF volume fell
-from 50 to 33 dB within 80 steps; BENCHMARKS.md).
+from 50 to 33 dB within 80 steps uncapped, from 51 to 44 dB capped at 4; capped at 2 it did
+not; BENCHMARKS.md).
 
 The scale s is the mean of e^p over the previous step's whole selection, a scalar the same on
 every worker and in every micro-batch pass: the weights, and so the run, do not depend on how
@@ -40,9 +41,10 @@ class EmphasisConfig:
     share: float = 1.0
     """λ: the weights are (1 − λ) + λ·min(e^p / s, max_ratio), s the previous step's mean of
     e^p; below 1 the plain mean is mixed in."""
-    max_ratio: float = 4.0
+    max_ratio: float = 2.0
     """Largest e^p / s a sample's weight follows: a few samples far worse than the rest would
-    otherwise dominate a step's gradient (uncapped, long fits broke down; BENCHMARKS.md)."""
+    otherwise dominate a step's gradient (uncapped, or capped at 4, long fits broke down;
+    BENCHMARKS.md)."""
 
     def __post_init__(self):
         if self.power < 0 or not 0.0 <= self.share <= 1.0 or self.max_ratio < 1:

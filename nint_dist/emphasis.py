@@ -69,8 +69,8 @@ def emphasis_weights(
 
 
 class Emphasis:
-    """The weights' running scale. ``weights`` during a step's passes; ``measured`` after the
-    step with the residuals of this worker's part, which sets the next step's scale."""
+    """The weights and their running scale: ``weigh`` in each pass of a step; ``measured``
+    after the step with the residuals of this worker's part, which sets the next step's scale."""
 
     def __init__(self, cfg: EmphasisConfig, device: torch.device, dtype: torch.dtype):
         self.power, self.share, self.max_ratio = cfg.power, cfg.share, cfg.max_ratio

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 
 import torch
 
-from nint_dist.comm import Comm
-
 
 @dataclass
 class EmphasisConfig:
@@ -69,8 +67,9 @@ def emphasis_weights(
 
 
 class Emphasis:
-    """The weights and their running scale: ``weigh`` in each pass of a step; ``measured``
-    after the step with the residuals of this worker's part, which sets the next step's scale."""
+    """The weights and their running scale: ``weigh`` in each pass of a step; after the step,
+    ``rescale`` with Σ e^p over the whole selection (each worker's ``power_sum`` of its part,
+    summed over the workers by the caller)."""
 
     def __init__(self, cfg: EmphasisConfig, device: torch.device, dtype: torch.dtype):
         self.power, self.share, self.max_ratio = cfg.power, cfg.share, cfg.max_ratio
@@ -83,12 +82,13 @@ class Emphasis:
         emphasis = emphasis_weights(errors, self.power, self.share, self.max_ratio, self.scale)
         return emphasis if weights is None else weights * emphasis
 
-    def measured(self, errors: torch.Tensor, num_selected: int, comm: Comm) -> None:
-        """The next step's scale: Σ e^p over this worker's part [m], summed over the workers,
-        over the whole selection's size. Collective."""
-        total = errors.detach().to(self.scale.dtype).pow(self.power).sum().reshape(1)
-        comm.all_reduce_sum_([total])
-        self.scale.copy_(total[0] / max(num_selected, 1))
+    def power_sum(self, errors: torch.Tensor) -> torch.Tensor:
+        """Σ e^p over some samples' residuals ``errors`` [m]: a scalar tensor."""
+        return errors.detach().to(self.scale.dtype).pow(self.power).sum()
+
+    def rescale(self, total: torch.Tensor, num_selected: int) -> None:
+        """The next step's scale from Σ e^p over a whole selection of ``num_selected`` samples."""
+        self.scale.copy_(total / max(num_selected, 1))
 
     def state_dict(self) -> dict:
         return {"emphasis_scale": self.scale.clone()}

@@ -10,7 +10,7 @@ from tests.helpers import REPO
 LAYERS = {
     "math": [
         "triton_support", "scoring", "selection", "selection_triton", "schedules", "lr_schedule", "metrics",
-        "samplers", "models",
+        "emphasis", "samplers", "models",
     ],  # fmt: skip
     "data": ["signal", "sources", "ingest", "outputs"],
     "configuration": ["config", "plan", "devices"],

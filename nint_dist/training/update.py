@@ -122,7 +122,9 @@ class Update:
         """After a step: the residuals of this worker's part [m], for the next step's emphasis.
         Collective (only where ``emphasis`` is on)."""
         if self.emphasis is not None:
-            self.emphasis.measured(errors, num_selected, comm)
+            total = self.emphasis.power_sum(errors).reshape(1)
+            comm.all_reduce_sum_([total])
+            self.emphasis.rescale(total[0], num_selected)
 
     def apply(self, step: int) -> None:
         """The optimizer step with step ``step``'s learning rate (through the scaler under fp16)."""

@@ -82,6 +82,23 @@ def replay_eagerly(loop: Loop) -> None:
     )
 
 
+def steps_side_by_side(eager: Loop, graphed: Loop, steps: int) -> set[int]:
+    """``steps`` steps of each: the same selections and losses. Returns the selection sizes."""
+    sizes = set()
+    for _ in range(steps):
+        sel_e, loss_e = eager.step()
+        sel_g, loss_g = graphed.step()
+        assert torch.equal(sel_e.indices, sel_g.indices)
+        assert torch.allclose(loss_e, loss_g, rtol=1e-12, atol=0)
+        sizes.add(sel_g.indices.numel())
+    return sizes
+
+
+def assert_same_parameters(eager: Loop, graphed: Loop) -> None:
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 class Cycling(Sampler):
     """Uniform picks whose count cycles through three sizes: the first two are captured, the
     third runs eagerly between replays."""
@@ -98,16 +115,9 @@ def test_graphed_training_steps_match_eager_ones(tiny_signal, tmp_path):
     sections = eager.sampler.cfg, eager.sampler.common
     eager.sampler, graphed.sampler = Cycling(*sections), Cycling(*sections)
     replay_eagerly(graphed)
-    sizes = set()
-    for _ in range(12):
-        sel_e, loss_e = eager.step()
-        sel_g, loss_g = graphed.step()
-        assert torch.equal(sel_e.indices, sel_g.indices)
-        assert torch.allclose(loss_e, loss_g, rtol=1e-12, atol=0)
-        sizes.add(sel_g.indices.numel())
+    sizes = steps_side_by_side(eager, graphed, 12)
     assert len(graphed.graphed.cache.captured) == MAX_SIZES < len(sizes)
-    for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
-        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_parameters(eager, graphed)
 
 
 def test_graphed_training_hands_the_error_map_its_residuals(tiny_signal, tmp_path):
@@ -117,15 +127,10 @@ def test_graphed_training_hands_the_error_map_its_residuals(tiny_signal, tmp_pat
     eager = trainer(tiny_signal, tmp_path / "eager", *settings)
     graphed = trainer(tiny_signal, tmp_path / "graphed", *settings)
     replay_eagerly(graphed)
-    for _ in range(8):
-        sel_e, loss_e = eager.step()
-        sel_g, loss_g = graphed.step()
-        assert torch.equal(sel_e.indices, sel_g.indices)
-        assert torch.allclose(loss_e, loss_g, rtol=1e-12, atol=0)
+    steps_side_by_side(eager, graphed, 8)
     assert len(graphed.graphed.cache.captured) == 1  # the pass was replayed, not run eagerly
     assert torch.allclose(eager.sampler.sums, graphed.sampler.sums, rtol=1e-12, atol=0)
-    for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
-        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_parameters(eager, graphed)
 
 
 def test_graphed_training_weighs_the_losses_with_the_eager_runs_emphasis(tiny_signal, tmp_path):
@@ -135,15 +140,11 @@ def test_graphed_training_weighs_the_losses_with_the_eager_runs_emphasis(tiny_si
     eager = trainer(tiny_signal, tmp_path / "eager", *settings)
     graphed = trainer(tiny_signal, tmp_path / "graphed", *settings)
     replay_eagerly(graphed)
-    for _ in range(6):
-        _, loss_e = eager.step()
-        _, loss_g = graphed.step()
-        assert torch.allclose(loss_e, loss_g, rtol=1e-12, atol=0)
+    steps_side_by_side(eager, graphed, 6)
     assert len(graphed.graphed.cache.captured) == 1
     assert graphed.update.emphasis.scale > 0
     assert torch.allclose(eager.update.emphasis.scale, graphed.update.emphasis.scale, rtol=1e-12, atol=0)
-    for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
-        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_parameters(eager, graphed)
 
 
 def test_graphed_pool_scoring_matches_the_eager_pass(tiny_signal, tmp_path):

@@ -243,12 +243,12 @@ def compare_steps(bench: Bench, signal: Path, settings: list[str], steps: int) -
         "uniform": ["sampler.name=uniform"],
         DEFAULT: [f"sampler.name={DEFAULT}"],
         "error-map": ["sampler.name=error-map"],
-        "uniform, emphasis": ["sampler.name=uniform", "sampler.emphasis.power=1"],
+        "uniform-emphasis": ["sampler.name=uniform", "sampler.emphasis.power=1"],
     }
     for sampler, chosen in variants.items():
         trainers = {}
         for mode in ("true", "false"):
-            folder = bench.out / f"graph-check-{sampler.replace(', ', '-')}-{mode}"
+            folder = bench.out / f"graph-check-{sampler}-{mode}"
             folder.mkdir(parents=True)
             cfg = load_config(
                 None,

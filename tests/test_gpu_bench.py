@@ -34,7 +34,8 @@ def test_every_part_runs_and_the_target_table_comes_last(tmp_path):
     assert {"safelanding_5120x2880 hash nint", "safelanding_5120x2880 hash uniform"} <= labels
     assert {"fallenleaf_2560x1600 hash nint", "generated 128x128 hash nint"} <= labels
     assert "safelanding_5120x2880 hash soft, quiet" in labels  # part 6, asked for
-    checks = ("uniform", "nint", "error-map", "epoch_order", "grid_kernels")  # the grid's: skipped on a CPU
+    # the grid kernels' check: skipped on a CPU
+    checks = ("uniform", "nint", "error-map", "uniform-emphasis", "epoch_order", "grid_kernels")
     assert all(results["graph_check"][name]["match"] for name in checks)
     table = done.stdout[done.stdout.index("### Targets") :]
     assert "gigapixel 128x128" in table and "wall-clock at default logging" in table

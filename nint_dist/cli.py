@@ -168,7 +168,7 @@ def plan(config_path: str | None, overrides: list[str]) -> str:
         f"workers:   {run.workers} on {launch.device_words(run)}, backend {run.backend}",
         f"shards:    rows {rows_text} (whole chunks of {spec.chunk_rows} rows)",
         f"model:     {cfg.model.name} {cfg.model.layers}x{cfg.model.width}, {cfg.train.dtype}",
-        f"sampler:   {cfg.sampler.name}, {k:,} points per step ({cfg.sampler.ratio:g} of all),"
+        f"sampler:   {sampler_words(cfg, spec.kind)}, {k:,} points per step ({cfg.sampler.ratio:g} of all),"
         f" {cfg.train.steps} steps" + (f" or {cfg.train.max_seconds:g} s" if cfg.train.max_seconds else ""),
         f"memory:    about {_size(sum(memory.values()))} per worker ("
         + ", ".join(f"{name} {_size(b)}" for name, b in memory.items())
@@ -177,6 +177,16 @@ def plan(config_path: str | None, overrides: list[str]) -> str:
         "dry run: nothing was written",
     ]
     return "\n".join(lines)
+
+
+def sampler_words(cfg, kind: str) -> str:
+    """The sampler a run of ``cfg`` uses on a signal of ``kind``, and its emphasis if on:
+    ``auto`` as what it settles to."""
+    settled = cfg.settled(kind).sampler
+    words = settled.name
+    if settled.emphasis.active:
+        words += f" with emphasis power {settled.emphasis.power:g}"
+    return f"{cfg.sampler.name} ({words})" if cfg.sampler.name != settled.name else words
 
 
 def print_config(config_path: str | None, overrides: list[str]) -> str:

@@ -3,7 +3,7 @@
 with one line that names the key."""
 
 import datetime
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from nint_dist.emphasis import EmphasisConfig
 from nint_dist.errors import UserError
 from nint_dist.models import MODELS
 from nint_dist.models import check_device as check_model_device
-from nint_dist.samplers import SAMPLERS, section_name
+from nint_dist.samplers import AUTO, BY_KIND, SAMPLERS, section_name, settle
 from nint_dist.schedules import INTERVALS, RATIO_SCHEDULES
 
 
@@ -74,10 +74,12 @@ class ModelCommon:
 class SamplerCommon:
     """The keys every sampler shares; each sampler's own options are in ``sampler.<name>``."""
 
-    name: str = "nint"
+    name: str = AUTO
     """One of the sampler registry's names (nint_dist.samplers: nint, nint-paper, uniform, full,
     int, egra, soft, evos, expansive, error-map, stratified, …); its options are the keys under
-    sampler.<name> (a dash becomes an underscore: sampler.nint_paper)."""
+    sampler.<name> (a dash becomes an underscore: sampler.nint_paper). auto: by the signal's
+    kind, nint on images; on audio and volumes uniform draws with the residual emphasis
+    (sampler.emphasis), which beat NINT's ranked pool there at equal seconds."""
     ratio: float = 0.2
     """Fraction of all coordinates trained on per step (the start value of a schedule)."""
     ratio_schedule: str = "constant"
@@ -90,11 +92,12 @@ class SamplerCommon:
     Evaluation and export have their own, log.eval_pass_size."""
     emphasis: EmphasisConfig = field(default_factory=EmphasisConfig)
     """Loss weights of the trained samples from their own residuals (nint_dist.emphasis), for
-    any sampler; off by default."""
+    any sampler; on by default where sampler.name=auto draws uniformly (audio, volumes)."""
 
     def __post_init__(self):
-        if self.name not in SAMPLERS:
-            raise ValueError(f"sampler.name must be one of {sorted(SAMPLERS)}, not {self.name!r}")
+        if self.name != AUTO and self.name not in SAMPLERS:
+            names = [AUTO, *sorted(SAMPLERS)]
+            raise ValueError(f"sampler.name must be one of {names}, not {self.name!r}")
         if not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"sampler.ratio must be in (0, 1], not {self.ratio}")
         if self.ratio_schedule not in RATIO_SCHEDULES:
@@ -103,7 +106,8 @@ class SamplerCommon:
             raise ValueError(f"sampler.interval must be one of {INTERVALS}")
         if self.pass_size is not None and self.pass_size < 1:
             raise ValueError("sampler.pass_size must be positive")
-        SAMPLERS[self.name][0].check_config(self)
+        for name in {choice for choice, _ in BY_KIND.values()} if self.name == AUTO else [self.name]:
+            SAMPLERS[name][0].check_config(self)
 
     def pass_size_on(self, device_type: str) -> int:
         """Coordinates per scoring pass on a device type ('cuda', 'cpu', ...)."""
@@ -370,6 +374,11 @@ class Config:
         if self.run.backend == "local" and self.train.workers not in (None, 1):
             raise ValueError("run.backend=local runs one worker; set train.workers=1 or run.backend=ray")
         check_model_device(self.model, self.train.device)
+
+    def settled(self, kind: str) -> "Config":
+        """This config as it runs on a signal of ``kind`` ("image", "audio", "volume"): with
+        ``sampler.name=auto`` and an unset emphasis power replaced by what they mean there."""
+        return replace(self, sampler=settle(self.sampler, kind))
 
     def to_dict(self) -> dict:
         return asdict(self)

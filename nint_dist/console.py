@@ -162,7 +162,8 @@ def print_summary(run_dir: Path) -> None:
     lines = [
         f"done: {final['steps']} steps on {final['workers']} worker(s) ({device}),"
         f" {final['train_seconds']:.1f} s of training ({final['ms_per_step']:.1f} ms/step),"
-        f" sampler {final['sampler']}",
+        f" sampler {final['sampler']}"
+        + (f" with emphasis power {final['emphasis_power']:g}" if "emphasis_power" in final else ""),
         f"final:           {metrics}",
         f"run directory:   {run_dir}",
     ]

@@ -32,10 +32,10 @@ import torch
 class EmphasisConfig:
     """``sampler.emphasis``: weights of the trained samples' losses from their own residuals."""
 
-    power: float = 0.0
+    power: float | None = None
     """p: each trained sample's loss weighted ∝ e^p, e = mean_c |f − y| as the training pass
     measured it (1: the expected gradient of drawing samples ∝ their residual); 0 trains on
-    the plain mean."""
+    the plain mean. null: 1 where sampler.name=auto draws uniformly (audio, volumes), else 0."""
     share: float = 1.0
     """λ: the weights are (1 − λ) + λ·min(e^p / s, max_ratio), s the previous step's mean of
     e^p; below 1 the plain mean is mixed in."""
@@ -45,7 +45,7 @@ class EmphasisConfig:
     BENCHMARKS.md)."""
 
     def __post_init__(self):
-        if self.power < 0 or not 0.0 <= self.share <= 1.0 or self.max_ratio < 1:
+        if (self.power is not None and self.power < 0) or not 0.0 <= self.share <= 1.0 or self.max_ratio < 1:
             raise ValueError(
                 "sampler.emphasis.power must be >= 0, sampler.emphasis.share in [0, 1] and"
                 " sampler.emphasis.max_ratio >= 1"
@@ -53,7 +53,7 @@ class EmphasisConfig:
 
     @property
     def active(self) -> bool:
-        return self.power > 0 and self.share > 0
+        return bool(self.power) and self.share > 0
 
 
 def emphasis_weights(

@@ -222,9 +222,10 @@ def resolve(
 def check_sampler_suits(cfg: Config, spec: SignalSpec) -> None:
     """``UserError`` when the sampler cannot work on this signal: one built on image operators
     (``Sampler.needs_image``) and a signal that is not an image. Before anything is written."""
-    if SAMPLERS[cfg.sampler.name][0].needs_image and len(spec.grid) != 2:
+    name = cfg.settled(spec.kind).sampler.name
+    if SAMPLERS[name][0].needs_image and len(spec.grid) != 2:
         raise UserError(
-            f"sampler.name={cfg.sampler.name} works on images (2-D grids); this signal's grid is"
+            f"sampler.name={name} works on images (2-D grids); this signal's grid is"
             f" {'x'.join(map(str, spec.grid))}: choose another sampler (e.g. nint, uniform, soft)"
         )
 

@@ -3,7 +3,12 @@
 A new sampler is one module (its class and, if it has options, a config dataclass beside it)
 plus one entry here: its options then appear as ``sampler.<name>.*`` (a dash in the name
 becomes an underscore) in validation, ``--help-config`` and saved configs with no other edit.
-Every sampler is built as ``Cls(cfg.sampler.<section>, cfg.sampler)`` (see ``Sampler``)."""
+Every sampler is built as ``Cls(cfg.sampler.<section>, cfg.sampler)`` (see ``Sampler``).
+
+``sampler.name=auto``, the default, is not a sampler of its own: ``settle`` replaces it, once the
+signal's kind is known, by the selection measured best at equal training seconds on that kind."""
+
+import dataclasses
 
 from nint_dist.samplers.base import Sampler, Selection, SelectionContext
 from nint_dist.samplers.egra import Egra, EgraConfig
@@ -33,15 +38,42 @@ SAMPLERS: dict[str, tuple[type[Sampler], type | None]] = {
 }
 
 
+AUTO = "auto"
+"""``sampler.name``'s default: the entry of ``BY_KIND`` for the signal's kind."""
+BY_KIND: dict[str, tuple[str, float]] = {
+    "image": ("nint", 0.0),
+    "audio": ("uniform", 1.0),
+    "volume": ("uniform", 1.0),
+}
+"""What ``sampler.name=auto`` runs on each kind of signal: the sampler and the residual emphasis's
+power (nint_dist.emphasis). On images NINT's ranked pool pays for its pass many times over; on
+audio and SDF volumes fitted by small dense models a ranked step is worth less than a pool pass
+costs, and uniform draws weighted by their own residuals beat both uniform sampling and NINT at
+equal seconds (BENCHMARKS.md, "The residual emphasis"). Other kinds: as images."""
+
+
+def settle(cfg, kind: str):
+    """The sampler section ``cfg`` as it runs on a signal of ``kind``: with ``name=auto`` the
+    kind's sampler; the emphasis's power, where not given, the kind's under ``auto`` and else 0."""
+    name, power = BY_KIND.get(kind, BY_KIND["image"]) if cfg.name == AUTO else (cfg.name, 0.0)
+    if cfg.emphasis.power is not None:
+        power = cfg.emphasis.power
+    return dataclasses.replace(cfg, name=name, emphasis=dataclasses.replace(cfg.emphasis, power=power))
+
+
 def section_name(name: str) -> str:
     """The config section of a registered name: ``nint-paper`` → ``nint_paper``."""
     return name.replace("-", "_")
 
 
 def build_sampler(cfg) -> Sampler:
-    """The sampler named ``cfg.name``, from its own section of ``cfg`` (the sampler section)."""
+    """The sampler named ``cfg.name``, from its own section of ``cfg`` (the sampler section,
+    settled: no ``auto``)."""
     cls, options = SAMPLERS[cfg.name]
     return cls(getattr(cfg, section_name(cfg.name)) if options is not None else None, cfg)
 
 
-__all__ = ["SAMPLERS", "Sampler", "Selection", "SelectionContext", "build_sampler", "section_name"]
+__all__ = [
+    "AUTO", "BY_KIND", "SAMPLERS", "Sampler", "Selection", "SelectionContext", "build_sampler",
+    "section_name", "settle",
+]  # fmt: skip

@@ -81,11 +81,13 @@ class Loop:
         evaluation; ``always_exact``: every evaluation over the whole signal; ``cpu_seconds``:
         count the steps' CPU seconds (reported as ``cpu_seconds``); ``budget``: what ends the
         run early in place of ``train.max_seconds`` on the training clock."""
-        self.cfg, self.plan, self.rt = cfg, plan, rt
+        self.plan, self.rt = plan, rt
         if rt.device.type == "cpu":
             keep_freed_cpu_memory()
         self.clock = Clock(rt.device)
         self.array, self.spec = open_signal(plan.signal)
+        self.cfg = cfg = cfg.settled(self.spec.kind)
+        """The run's config with what depends on the signal settled (``sampler.name=auto``)."""
         self.comm = Comm(rt.rank, rt.world_size)
         self.rows = plan.rows[rt.rank]
         """[start, stop) rows of the signal's first axis this worker owns."""

@@ -114,6 +114,7 @@ class Reporting:
         """Worker 0: write final.json and close the files; returns the summary (None elsewhere)."""
         if self.log is None:
             return None
+        emphasis = self.cfg.sampler.emphasis
         summary = {
             "psnr": result["psnr"],
             "mse": result["mse"],
@@ -128,6 +129,7 @@ class Reporting:
             "device": self.device.type,
             "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"),
             "sampler": self.cfg.sampler.name,
+            **({"emphasis_power": emphasis.power} if emphasis.active else {}),
             "num_points": self.spec.num_points,
             "peak_memory_max_bytes": result["peak_memory_max_bytes"],
             **({"ssim": result["ssim"]} if "ssim" in result else {}),

@@ -166,10 +166,11 @@ def test_volume_through_launch_on_two_workers(ray_session, tmp_path):
     code = launch.main(
         ["configs/quickstart.yaml", f"data.path={source}",
          "data.resolution=20", f"run.dir={run_dir}", "train.workers=2", "train.steps=20", "log.every=10",
-         "log.progress=false"]
+         "log.progress=false", "sampler.name=auto"]
     )  # fmt: skip
     assert code == 0
     final = json.loads((run_dir / "final.json").read_text())
+    assert (final["sampler"], final["emphasis_power"]) == ("uniform", 1.0)  # settled on every worker
     assert 0.0 <= final["iou"] <= 1.0 and final["chamfer"] > 0
     signal, spec = open_signal(run_dir / "signal.zarr")
     recon, _ = open_signal(run_dir / "reconstruction.zarr")

@@ -49,7 +49,7 @@ BY_KIND: dict[str, tuple[str, float]] = {
 power (nint_dist.emphasis). On images NINT's ranked pool pays for its pass many times over; on
 audio and SDF volumes fitted by small dense models a ranked step is worth less than a pool pass
 costs, and uniform draws weighted by their own residuals beat both uniform sampling and NINT at
-equal seconds (BENCHMARKS.md, "The residual emphasis"). Other kinds: as images."""
+equal seconds (BENCHMARKS.md, "The default sampler by kind"). Other kinds: as images."""
 
 
 def settle(cfg, kind: str):

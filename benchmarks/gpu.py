@@ -46,13 +46,14 @@ from nint_dist.config import SamplerConfig, load_config
 from nint_dist.devices import resolve_device
 from nint_dist.ingest import image_signal, write_signal
 from nint_dist.models.hashgrid import HashGrid
+from nint_dist.samplers import settle
 from nint_dist.selection import epoch_order
 from nint_dist.training import Loop
 from nint_dist.triton_support import runs_on
 
 STARTED = time.time()
-DEFAULT = SamplerConfig().name
-"""The configuration's default sampler: the one the targets name."""
+DEFAULT = settle(SamplerConfig(), "image").name
+"""What the configuration's default sampler (``auto``) runs on images: the one the targets name."""
 SIREN = ["model.name=siren", "model.layers=6", "model.width=256", "train.lr=1e-4", "sampler.ratio=0.2"]
 HASH = [
     "model.name=hashgrid",

@@ -13,7 +13,9 @@ Parts (``--parts``, default all):
   table, 3×64, Adam 1e-2), ratio 0.01, against every sampler of ``--image-samplers``;
 - ``audio``: a 2 s excerpt (88 200 samples from 1 s in), SIREN 5×256 with the SIREN paper's
   first-layer frequency 3000, Adam 1e-4, ratio 0.2, seeds of ``--seeds``;
-- ``volume``: the mesh's signed distance on a 64³ grid, SIREN 4×128, Adam 1e-4, ratio 0.2.
+- ``volume``: the mesh's signed distance on a 64³ grid (``--volume-resolution``), SIREN 4×128, Adam
+  1e-4, ratio 0.2; with ``--volume-model hashgrid`` a hash grid (16 levels × 2, 2^15 entries per
+  level, 3×64, Adam 1e-2), ratio 0.01.
 
 Writes ``DIR/large_cpu.json`` (every run's curve and final numbers) and prints markdown tables.
 """
@@ -22,6 +24,7 @@ import argparse
 import json
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +53,24 @@ AUDIO_MODEL = [
     "train.lr=1e-4",
     "sampler.ratio=0.2",
 ]
-VOLUME_MODEL = ["model.name=siren", "model.layers=4", "model.width=128", "train.lr=1e-4", "sampler.ratio=0.2"]
 AUDIO_START_S, AUDIO_SECONDS = 1.0, 2.0
-VOLUME_RESOLUTION = 64
+VOLUME_SIREN = ["model.name=siren", "model.layers=4", "model.width=128", "train.lr=1e-4", "sampler.ratio=0.2"]
+
+
+def volume_hashgrid(resolution: int) -> list[str]:
+    """A hash grid whose 2^15-entry levels hold far fewer entries than the volume has points, as
+    on large volumes (a 64³ volume in 2^19 entries per level is memorised, not fitted)."""
+    return [
+        "model.name=hashgrid",
+        "model.layers=3",
+        "model.width=64",
+        "model.hashgrid.levels=16",
+        "model.hashgrid.features=2",
+        "model.hashgrid.log2_size=15",
+        f"model.hashgrid.max_resolution={resolution}",
+        "train.lr=1e-2",
+        "sampler.ratio=0.01",
+    ]
 
 
 def fit(store: Path, run_dir: Path, sampler: str, seed: int, settings: list[str], seconds: float) -> dict:
@@ -127,14 +145,14 @@ def audio_excerpt(source: Path, folder: Path) -> Path:
     return store
 
 
-def volume_store(source: Path, folder: Path) -> Path:
+def volume_store(source: Path, folder: Path, resolution: int) -> Path:
     from nint_dist.ingest import ingest
 
-    store = folder / f"{source.stem}-{VOLUME_RESOLUTION}.zarr"
+    store = folder / f"{source.stem}-{resolution}.zarr"
     if not store.exists():
         if not source.is_file():
             raise UserError(f"mesh file not found: {source}")
-        ingest(source, store, resolution=VOLUME_RESOLUTION, dtype="float32", progress=False)
+        ingest(source, store, resolution=resolution, dtype="float32", progress=False)
     return store
 
 
@@ -185,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="image,audio,volume")
     parser.add_argument("--seconds", type=float, default=45.0, help="CPU seconds of training per fit")
     parser.add_argument("--image-samplers", default="uniform,shuffled,nint,error-map,soft,evos")
-    parser.add_argument("--modality-samplers", default="uniform,shuffled,nint,error-map")
+    parser.add_argument("--modality-samplers", default="uniform,shuffled,auto,nint,error-map")
     parser.add_argument("--seeds", default="42,43,44", help="seeds of the audio and volume fits")
+    parser.add_argument("--volume-model", choices=["siren", "hashgrid"], default="siren")
+    parser.add_argument("--volume-resolution", type=int, default=64, help="grid points per axis")
     parser.add_argument("--image-seed", type=int, default=42)
     parser.add_argument("--image-every", type=int, default=10, help="steps between image evaluations")
     args = parser.parse_args(argv)
@@ -211,9 +231,12 @@ def main(argv: list[str] | None = None) -> int:
                     ("image", text, store, args.image_seed, [*IMAGE_MODEL, f"log.every={args.image_every}"])
                 )
         seeds = [int(s) for s in args.seeds.split(",") if s]
+        volume_model = (
+            VOLUME_SIREN if args.volume_model == "siren" else volume_hashgrid(args.volume_resolution)
+        )
         for part, source, prepare, model in (
             ("audio", args.audio, audio_excerpt, AUDIO_MODEL),
-            ("volume", args.mesh, volume_store, VOLUME_MODEL),
+            ("volume", args.mesh, partial(volume_store, resolution=args.volume_resolution), volume_model),
         ):
             if part not in parts:
                 continue
@@ -231,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         results = {"machine": machine(), "seconds": args.seconds, "runs": []}
         for part, text, store, seed, settings in jobs:
             sampler, extra = variant(text)
-            tag = f"{part}-{text.replace(':', '_').replace('=', '-').replace('+', '_')}-{seed}"
+            model = ""
+            if part == "volume" and (args.volume_model, args.volume_resolution) != ("siren", 64):
+                model = f"-{args.volume_model}-{args.volume_resolution}"
+            tag = f"{part}{model}-{text.replace(':', '_').replace('=', '-').replace('+', '_')}-{seed}"
             run = fit(store, args.out / "runs" / tag, sampler, seed, [*settings, *extra], args.seconds)
             run.update(part=part, variant=text)
             results["runs"].append(run)

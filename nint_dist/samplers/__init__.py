@@ -46,10 +46,10 @@ BY_KIND: dict[str, tuple[str, float]] = {
     "volume": ("uniform", 1.0),
 }
 """What ``sampler.name=auto`` runs on each kind of signal: the sampler and the residual emphasis's
-power (nint_dist.emphasis). On images NINT's ranked pool pays for its pass many times over; on
-audio and SDF volumes fitted by small dense models a ranked step is worth less than a pool pass
-costs, and uniform draws weighted by their own residuals beat both uniform sampling and NINT at
-equal seconds (BENCHMARKS.md, "The default sampler by kind"). Other kinds: as images."""
+power (nint_dist.emphasis). On images NINT's ranked pool pays for its pass; on audio and SDF
+volumes a ranked step was worth less than a pool pass costs, and uniform draws weighted by
+their own residuals did better than NINT and at least as well as uniform sampling at equal
+seconds (BENCHMARKS.md, "The default sampler by kind"). Other kinds: as images."""
 
 
 def settle(cfg, kind: str):

@@ -75,11 +75,11 @@ class SamplerCommon:
     """The keys every sampler shares; each sampler's own options are in ``sampler.<name>``."""
 
     name: str = AUTO
-    """One of the sampler registry's names (nint_dist.samplers: nint, nint-paper, uniform, full,
-    int, egra, soft, evos, expansive, error-map, stratified, …); its options are the keys under
-    sampler.<name> (a dash becomes an underscore: sampler.nint_paper). auto: by the signal's
-    kind, nint on images; on audio and volumes uniform draws with the residual emphasis
-    (sampler.emphasis), which beat NINT's ranked pool there at equal seconds."""
+    """auto: by the signal's kind, nint on images and, on audio and volumes, uniform draws with
+    the residual emphasis (sampler.emphasis), which beat NINT's ranked pool there at equal
+    seconds. Or one of the sampler registry's names (nint_dist.samplers: nint, nint-paper,
+    uniform, full, int, egra, soft, evos, expansive, error-map, stratified, …); its options are
+    the keys under sampler.<name> (a dash becomes an underscore: sampler.nint_paper)."""
     ratio: float = 0.2
     """Fraction of all coordinates trained on per step (the start value of a schedule)."""
     ratio_schedule: str = "constant"

@@ -25,7 +25,7 @@ from nint_dist.devices import resolve_device
 from nint_dist.errors import UserError, run_cli
 from nint_dist.ingest import load_source, write_signal
 from nint_dist.plan import CONFIG_FILE, RunPlan, read_run_files, write_run_files
-from nint_dist.samplers import SAMPLERS
+from nint_dist.samplers import SAMPLERS, idle_sections
 from nint_dist.signal import SignalSpec, open_signal, verifiable_checksums
 
 
@@ -221,12 +221,22 @@ def resolve(
 
 def check_sampler_suits(cfg: Config, spec: SignalSpec) -> None:
     """``UserError`` when the sampler cannot work on this signal: one built on image operators
-    (``Sampler.needs_image``) and a signal that is not an image. Before anything is written."""
-    name = cfg.settled(spec.kind).sampler.name
+    (``Sampler.needs_image``) and a signal that is not an image. Before anything is written.
+    A warning for options given to a sampler the run does not use (``sampler.name=auto`` may
+    settle on another than the one they were meant for)."""
+    settled = cfg.settled(spec.kind).sampler
+    name = settled.name
     if SAMPLERS[name][0].needs_image and len(spec.grid) != 2:
         raise UserError(
             f"sampler.name={name} works on images (2-D grids); this signal's grid is"
             f" {'x'.join(map(str, spec.grid))}: choose another sampler (e.g. nint, uniform, soft)"
+        )
+    for section in idle_sections(settled):
+        chosen = f" (sampler.name=auto on {spec.kind} signals)" if cfg.sampler.name != name else ""
+        print(
+            f"warning: {section}.* is set but the run uses {name}{chosen}, so it does nothing;"
+            f" give sampler.name to use it",
+            file=sys.stderr,
         )
 
 

@@ -59,3 +59,16 @@ def test_a_default_run_on_audio_trains_as_uniform_draws_with_the_emphasis(tmp_pa
     capsys.readouterr()
     assert launch.main([f"data.path={clip}", f"run.dir={tmp_path / 'dry'}", "--dry-run"]) == 0
     assert "sampler:   auto (uniform with emphasis power 1), 410 points per step" in capsys.readouterr().out
+
+
+def test_options_for_a_sampler_the_run_does_not_use_are_named(tmp_path, capsys):
+    clip = tmp_path / "clip.wav"
+    audio.write_wav(clip, make_audio(frames=2048)[:, None], 44100)
+    base = [f"data.path={clip}", f"run.dir={tmp_path / 'dry'}", "sampler.nint.pool_factor=2", "--dry-run"]
+    assert launch.main(base) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: sampler.nint.* is set but the run uses uniform (sampler.name=auto on audio signals),"
+        " so it does nothing; give sampler.name to use it"
+    ]
+    assert launch.main([*base[:-1], "sampler.name=nint", "--dry-run"]) == 0
+    assert capsys.readouterr().err == ""

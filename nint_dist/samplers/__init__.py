@@ -61,6 +61,16 @@ def settle(cfg, kind: str):
     return dataclasses.replace(cfg, name=name, emphasis=dataclasses.replace(cfg.emphasis, power=power))
 
 
+def idle_sections(cfg) -> list[str]:
+    """The option sections of a settled sampler section ``cfg`` that were given values, other
+    than their defaults, for a sampler the run does not use: they do nothing."""
+    return [
+        f"sampler.{section_name(name)}"
+        for name, (_, options) in SAMPLERS.items()
+        if options is not None and name != cfg.name and getattr(cfg, section_name(name)) != options()
+    ]
+
+
 def section_name(name: str) -> str:
     """The config section of a registered name: ``nint-paper`` → ``nint_paper``."""
     return name.replace("-", "_")
@@ -75,5 +85,5 @@ def build_sampler(cfg) -> Sampler:
 
 __all__ = [
     "AUTO", "BY_KIND", "SAMPLERS", "Sampler", "Selection", "SelectionContext", "build_sampler",
-    "section_name", "settle",
+    "idle_sections", "section_name", "settle",
 ]  # fmt: skip

@@ -182,10 +182,10 @@ def plan(config_path: str | None, overrides: list[str]) -> str:
 def sampler_words(cfg, kind: str) -> str:
     """The sampler a run of ``cfg`` uses on a signal of ``kind``, and its emphasis if on:
     ``auto`` as what it settles to."""
+    from nint_dist.console import sampler_label
+
     settled = cfg.settled(kind).sampler
-    words = settled.name
-    if settled.emphasis.active:
-        words += f" with emphasis power {settled.emphasis.power:g}"
+    words = sampler_label(settled.name, settled.emphasis.power if settled.emphasis.active else None)
     return f"{cfg.sampler.name} ({words})" if cfg.sampler.name != settled.name else words
 
 

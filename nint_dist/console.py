@@ -152,6 +152,11 @@ def postfix(row: dict) -> dict[str, str]:
     return shown
 
 
+def sampler_label(name: str, emphasis_power: float | None) -> str:
+    """How the summary and the dry run name a sampler: with its residual emphasis when on."""
+    return name + (f" with emphasis power {emphasis_power:g}" if emphasis_power else "")
+
+
 def print_summary(run_dir: Path) -> None:
     """One screen: the final metrics, the time, and where everything is."""
     final = json.loads((run_dir / "final.json").read_text())
@@ -162,8 +167,7 @@ def print_summary(run_dir: Path) -> None:
     lines = [
         f"done: {final['steps']} steps on {final['workers']} worker(s) ({device}),"
         f" {final['train_seconds']:.1f} s of training ({final['ms_per_step']:.1f} ms/step),"
-        f" sampler {final['sampler']}"
-        + (f" with emphasis power {final['emphasis_power']:g}" if "emphasis_power" in final else ""),
+        f" sampler {sampler_label(final['sampler'], final.get('emphasis_power'))}",
         f"final:           {metrics}",
         f"run directory:   {run_dir}",
     ]
